@@ -1,0 +1,1 @@
+"""Test helpers of sdapi.node (test-only code, never shipped in the collection)."""

@@ -1,0 +1,78 @@
+"""What a Molecule run tells its verifier: inventory groups, playbooks, ansible runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import testinfra
+import yaml
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+def _inventory() -> dict:
+    path = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def group_hosts(group: str) -> list[str]:
+    """Names of the hosts Molecule put into an inventory group (groups are top-level keys)."""
+    members = (_inventory().get(group) or {}).get("hosts") or {}
+    return sorted(members)
+
+
+def host(name: str):
+    """A testinfra host for a scenario container, on the native podman backend."""
+    return testinfra.get_host(f"podman://{name}")
+
+
+def name_of(node) -> str:
+    """The container name behind a testinfra host."""
+    return node.backend.name
+
+
+def address_of(node) -> str:
+    """The container's IPv4 address on the scenario network."""
+    out = node.check_output("ip -4 -o addr show scope global")
+    return out.split()[3].split("/")[0]
+
+
+def playbook(name: str) -> str:
+    """A playbook of molecule/shared."""
+    return str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule" / "shared" / name)
+
+
+def converge_playbook() -> str:
+    """The converge playbook of this scenario: its own, else the shared one."""
+    scenario_dir = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    config = yaml.safe_load((scenario_dir / "molecule.yml").read_text()) or {}
+    own = ((config.get("provisioner") or {}).get("playbooks") or {}).get("converge")
+    return str((scenario_dir / own).resolve()) if own else playbook("converge.yml")
+
+
+def ansible_playbook(playbook_path: str, *args: str, extra_vars: dict | None = None):
+    """Run ansible-playbook against the scenario inventory; return (rc, output, recap)."""
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"),
+        playbook_path,
+        *args,
+    ]
+    if extra_vars is not None:
+        cmd += ["-e", json.dumps(extra_vars)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+    output = proc.stdout + proc.stderr
+    recap = {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        for m in RECAP.finditer(output)
+    }
+    return proc.returncode, output, recap
