@@ -8,14 +8,18 @@ set -euo pipefail
 
 mirror="${SDAPI_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 repo="localhost/sdapi-test"
-# openssh-server: real hosts run sshd, and the firewall tests prove port 22 stays open.
-packages="systemd,systemd-sysv,python3,dbus,iproute2,ca-certificates,openssh-server"
+# openssh-server and sudo: real hosts have both; the firewall tests prove port 22 stays
+# open, and playbooks use become as they would on a real host.
+packages="systemd,systemd-sysv,python3,dbus,iproute2,ca-certificates,openssh-server,sudo"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/../tests/podman/containers.conf}"
 
+# Bump when a build step below changes what ends up in the image; edits that do not
+# (comments, messages) then cost no rebuild.
+recipe_version=1
+
 recipe_hash() {
-  # The hash covers this script and the inputs that change the image.
-  { cat "${BASH_SOURCE[0]}"; echo "$1 $packages"; } | sha256sum | cut -c1-12
+  echo "$recipe_version $1 $packages minbase" | sha256sum | cut -c1-12
 }
 
 build_one() {
@@ -44,6 +48,9 @@ build_one() {
     - "$repo:$tag" >/dev/null
   podman tag "$repo:$tag" "$repo:$suite"
   echo "built $repo:$tag in $(( $(date +%s) - started ))s"
+  # Images of earlier recipes for this suite are dead weight.
+  podman images --format '{{.Repository}}:{{.Tag}}' "$repo" | grep "^$repo:$suite-" \
+    | grep -vx "$repo:$tag" | xargs -r podman rmi >/dev/null 2>&1 || true
 }
 
 suites=("$@")

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""`make demo`: converge playbooks/site.yml into a local systemd container.
+
+The container stands in for a GPU host: a Debian 12 image built by
+scripts/build-test-images.sh, on its own podman network, with the node's HTTP and HTTPS
+ports published on 127.0.0.1 only. Ansible reaches it over the podman connection.
+
+Usage: demo.py up | down
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "sdapi-demo"
+NETWORK = "sdapi-demo"
+IMAGE = "localhost/sdapi-test:bookworm"
+HTTPS_PORT, HTTP_PORT = 8443, 8080
+INVENTORY = ROOT / ".cache" / "demo" / "inventory.yml"
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True)
+
+
+def say(msg: str) -> None:
+    print(f"== {msg}", flush=True)
+
+
+def container_running() -> bool:
+    out = podman("container", "inspect", "-f", "{{.State.Running}}", NAME, check=False)
+    return out.returncode == 0 and out.stdout.strip() == "true"
+
+
+def start_container() -> None:
+    if podman("network", "exists", NETWORK, check=False).returncode != 0:
+        podman("network", "create", NETWORK)
+    if container_running():
+        say(f"container {NAME} already running")
+        return
+    podman("rm", "-f", NAME, check=False)
+    say(f"starting container {NAME} from {IMAGE}")
+    podman(
+        "run", "-d", "--name", NAME, "--hostname", NAME, "--network", NETWORK,
+        "--systemd=always", "--cap-add", "NET_ADMIN",
+        "-p", f"127.0.0.1:{HTTPS_PORT}:443", "-p", f"127.0.0.1:{HTTP_PORT}:80",
+        IMAGE, "/sbin/init",
+    )
+    state = podman("exec", NAME, "systemctl", "is-system-running", "--wait", check=False)
+    say(f"systemd in {NAME}: {state.stdout.strip()}")
+
+
+def write_inventory() -> None:
+    INVENTORY.parent.mkdir(parents=True, exist_ok=True)
+    INVENTORY.write_text(
+        f"""---
+# Written by scripts/demo.py: one container that is GPU host and proxy at once.
+sdapi_nodes:
+  children:
+    sdapi_webui:
+      hosts:
+        {NAME}:
+    sdapi_proxy:
+      hosts:
+        {NAME}:
+  vars:
+    ansible_connection: containers.podman.podman
+    ansible_python_interpreter: /usr/bin/python3
+    # The controller's trust store, so HTTPS through an inspecting proxy works in the node.
+    base_extra_ca_certificates:
+      - name: controller-bundle
+        src: /etc/ssl/certs/ca-certificates.crt
+"""
+    )
+
+
+def up() -> int:
+    started = time.monotonic()
+    start_container()
+    write_inventory()
+    say("converging playbooks/site.yml")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"))
+    rc = subprocess.run(
+        ["ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "site.yml")],
+        cwd=ROOT, env=env, check=False,
+    ).returncode
+    if rc != 0:
+        say(f"site playbook failed (rc={rc})")
+        return rc
+    rules = podman("exec", NAME, "nft", "list", "chain", "inet", "sdapi_filter", "input").stdout
+    accepts = [line.strip() for line in rules.splitlines() if "accept comment" in line]
+    say(f"node {NAME} converged in {time.monotonic() - started:.0f}s")
+    print(f"   shell:      podman exec -it {NAME} bash")
+    print(f"   firewall:   inbound drop, except {'; '.join(accepts)}")
+    print(f"   published:  https://127.0.0.1:{HTTPS_PORT}/ and http://127.0.0.1:{HTTP_PORT}/"
+          " (the proxy role serves them once it is part of the site)")
+    print("   remove:     make demo-destroy")
+    return 0
+
+
+def down() -> int:
+    podman("rm", "-f", "-t", "5", NAME, check=False)
+    podman("network", "rm", NETWORK, check=False)
+    say(f"removed {NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    action = sys.argv[1] if len(sys.argv) > 1 else "up"
+    sys.exit({"up": up, "down": down}[action]())

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Runs the whole test suite (`make test`): lint, unit tests, every Molecule scenario.
+
+Prints how long each part took and ends with one line `N passed, N failed` that sums
+them: pytest cases from the unit tests and from each scenario's verifier, plus one case
+per lint tool and one per scenario sequence (create, converge, idempotence, destroy).
+Exits non-zero on any failure.
+
+Usage: run_suite.py [--only lint|unit|molecule] [--scenario NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / ".cache" / "logs"
+
+
+def scenarios() -> list[str]:
+    found = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+    # The whole-site scenario last: role scenarios fail faster and say more.
+    return sorted(found, key=lambda name: name == "default")
+
+
+def junit_counts(path: Path) -> tuple[int, int]:
+    if not path.exists():
+        return 0, 0
+    passed = failed = 0
+    for suite in ET.parse(path).getroot().iter("testsuite"):
+        tests = int(suite.get("tests", 0))
+        bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        passed += tests - bad - skipped
+        failed += bad
+    return passed, failed
+
+
+class Suite:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, int, int]] = []
+
+    def run(self, name: str, cmd: list[str], junit: Path | None = None, env=None) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = LOGS / f"{name.replace(' ', '_').replace('/', '_')}.log"
+        print(f"\n== {name}: {' '.join(cmd)}  (log: {log.relative_to(ROOT)})", flush=True)
+        if junit is not None and junit.exists():
+            junit.unlink()
+        started = time.monotonic()
+        with log.open("w") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                if _worth_showing(line):
+                    sys.stdout.write("   " + line)
+                    sys.stdout.flush()
+            rc = proc.wait()
+        elapsed = time.monotonic() - started
+        passed, failed = junit_counts(junit) if junit is not None else (0, 0)
+        # The step itself is one case: a failed lint, converge or idempotence counts.
+        if rc == 0:
+            passed += 1
+        else:
+            failed += 1
+            print(f"   FAILED ({name}, rc={rc}); last lines of {log}:")
+            print("".join(log.read_text().splitlines(keepends=True)[-40:]))
+        self.rows.append((name, elapsed, passed, failed))
+        print(f"   {name}: {passed} passed, {failed} failed in {elapsed:.0f}s", flush=True)
+
+    def report(self) -> int:
+        print("\n== summary (seconds per part)")
+        for name, elapsed, passed, failed in self.rows:
+            print(f"   {name:<28} {elapsed:7.1f}s  {passed:4d} passed  {failed:3d} failed")
+        total = sum(r[1] for r in self.rows)
+        passed = sum(r[2] for r in self.rows)
+        failed = sum(r[3] for r in self.rows)
+        print(f"   {'total':<28} {total:7.1f}s")
+        print(f"{passed} passed, {failed} failed")
+        return 1 if failed else 0
+
+
+def _worth_showing(line: str) -> bool:
+    """Progress without the flood: molecule step results, recaps, pytest outcomes."""
+    markers = ("Executed:", "PLAY RECAP", " : ok=", "passed", "failed", "FAILED", "ERROR",
+               "error", "Passed:", "Failed:", "fatal:")
+    return any(m in line for m in markers) and "RETRYING" not in line
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=["lint", "unit", "molecule"])
+    parser.add_argument("--scenario", action="append", default=[])
+    args = parser.parse_args()
+
+    venv_bin = ROOT / ".venv" / "bin"
+    env = dict(os.environ)
+    env["PATH"] = f"{venv_bin}:{env['PATH']}"
+    env.setdefault("CONTAINERS_CONF", str(ROOT / "tests" / "podman" / "containers.conf"))
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(ROOT / ".cache" / "collections")
+    env["NO_COLOR"] = "1"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["PY_COLORS"] = "0"
+
+    suite = Suite()
+    if args.only in (None, "lint"):
+        suite.run("yamllint", ["yamllint", "--strict", "."], env=env)
+        suite.run("ansible-lint", ["ansible-lint", "--nocolor"], env=env)
+    if args.only in (None, "unit"):
+        junit = LOGS / "unit.xml"
+        suite.run("unit tests", ["pytest", "-q", f"--junitxml={junit}", "tests/unit"],
+                  junit=junit, env=env)
+    if args.only in (None, "molecule"):
+        for name in args.scenario or scenarios():
+            junit = LOGS / f"molecule-{name}.xml"
+            scenario_env = dict(env, PYTEST_ADDOPTS=f"--junitxml={junit}")
+            suite.run(f"molecule {name}", ["molecule", "test", "-s", name],
+                      junit=junit, env=scenario_env)
+    return suite.report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
