@@ -91,7 +91,8 @@ def _worth_showing(line: str) -> bool:
     """Progress without the flood: molecule step results, recaps, pytest outcomes."""
     markers = ("Executed:", "PLAY RECAP", " : ok=", "passed", "failed", "FAILED", "ERROR",
                "error", "Passed:", "Failed:", "fatal:")
-    return any(m in line for m in markers) and "RETRYING" not in line
+    noise = ("RETRYING", "'failed': False", "=> (item=")
+    return any(m in line for m in markers) and not any(n in line for n in noise)
 
 
 def main() -> int:

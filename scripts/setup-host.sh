@@ -22,7 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   echo "installing ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # With recommends: podman then brings netavark, iptables and catatonit, the network stack
+  # its port publishing and scenario networks use.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 else
   echo "podman, runc, debootstrap, nft, openssl and python venv present"
 fi
