@@ -84,7 +84,9 @@ def up() -> int:
     start_container()
     write_inventory()
     say("converging playbooks/site.yml")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"))
+    venv_bin = ROOT / ".venv" / "bin"
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
+               PATH=f"{venv_bin}:{os.environ['PATH']}")
     rc = subprocess.run(
         ["ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "site.yml")],
         cwd=ROOT, env=env, check=False,
