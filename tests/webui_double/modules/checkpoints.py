@@ -1,0 +1,107 @@
+"""Checkpoint discovery, hashing (cached like A1111's cache.json) and safetensors loading."""
+
+import hashlib
+import json
+import os
+import threading
+import time
+
+EXTENSIONS = (".safetensors", ".ckpt")
+
+
+class Checkpoint:
+    def __init__(self, path, sha256):
+        self.filename = path
+        self.model_name = os.path.splitext(os.path.basename(path))[0]
+        self.sha256 = sha256
+        self.shorthash = sha256[:10]
+        self.title = f"{os.path.basename(path)} [{self.shorthash}]"
+
+    def as_api(self):
+        return {"title": self.title, "model_name": self.model_name, "hash": self.shorthash,
+                "sha256": self.sha256, "filename": self.filename, "config": None}
+
+
+class HashCache:
+    """sha256 of checkpoints keyed by path and mtime, persisted in <data-dir>/cache.json."""
+
+    def __init__(self, data_dir):
+        self.path = os.path.join(data_dir, "cache.json")
+        self.lock = threading.Lock()
+
+    def _read(self):
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return {}
+
+    def sha256(self, path):
+        mtime = os.path.getmtime(path)
+        with self.lock:
+            data = self._read()
+            entry = data.get("hashes", {}).get(path)
+            if entry and entry.get("mtime") == mtime:
+                return entry["sha256"]
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            data.setdefault("hashes", {})[path] = {"mtime": mtime, "sha256": digest.hexdigest()}
+            try:
+                with open(self.path + ".tmp", "w", encoding="utf-8") as fh:
+                    json.dump(data, fh)
+                os.replace(self.path + ".tmp", self.path)
+            except OSError:
+                pass  # a read-only data dir costs a re-hash next start, nothing more
+            return digest.hexdigest()
+
+
+def discover(dirs, cache):
+    found = {}
+    for directory in dirs:
+        if not directory or not os.path.isdir(directory):
+            continue
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if name.endswith(EXTENSIONS) and os.path.isfile(path):
+                ckpt = Checkpoint(path, cache.sha256(path))
+                found[ckpt.title] = ckpt
+    return found
+
+
+class LoadedModel:
+    """What generation needs from the weights: a colour shift and scale derived from them."""
+
+    def __init__(self, checkpoint, tensors):
+        import torch
+
+        self.checkpoint = checkpoint
+        self.tensor_count = len(tensors)
+        floats = [t.float().flatten() for _, t in sorted(tensors.items()) if t.numel()]
+        if not floats:
+            raise RuntimeError(f"{checkpoint.filename} holds no tensors")
+        means = [float(t.mean()) for t in floats[:3]]
+        while len(means) < 3:
+            means.append(means[-1])
+        self.shift = torch.tensor(means)
+        self.scale = max(float(torch.cat([t[:4096] for t in floats]).std()), 0.1)
+
+
+def load(checkpoint, log):
+    """Load a .safetensors checkpoint with torch; .ckpt (pickle) is refused."""
+    if not checkpoint.filename.endswith(".safetensors"):
+        raise RuntimeError(
+            f"refusing to unpickle {checkpoint.filename}: convert it to .safetensors"
+        )
+    from safetensors.torch import load_file
+
+    log(f"Loading weights [{checkpoint.shorthash}] from {checkpoint.filename}")
+    started = time.perf_counter()
+    tensors = load_file(checkpoint.filename, device="cpu")
+    read = time.perf_counter() - started
+    model = LoadedModel(checkpoint, tensors)
+    total = time.perf_counter() - started
+    log(f"Model loaded in {total:.1f}s (load weights from disk: {read:.1f}s, "
+        f"create model: {total - read:.1f}s).")
+    return model
