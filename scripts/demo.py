@@ -75,6 +75,14 @@ sdapi_nodes:
     base_extra_ca_certificates:
       - name: controller-bundle
         src: /etc/ssl/certs/ca-certificates.crt
+    # CPU profile from a controller-built wheelhouse: the one CPU torch build this
+    # controller's pip can reach (2.13.0); the demo backend needs no torchvision.
+    torch_env_profile: cpu
+    torch_env_torch_version: "2.13.0"
+    torch_env_install_torchvision: false
+    torch_env_install_mode: wheelhouse
+    torch_env_wheelhouse_dir: {ROOT}/.cache/wheelhouse
+    torch_env_wheelhouse_index_url: ""
 """
     )
 
