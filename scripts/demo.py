@@ -11,6 +11,7 @@ Usage: demo.py up | down
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ NETWORK = "sdapi-demo"
 IMAGE = "localhost/sdapi-test:bookworm"
 HTTPS_PORT, HTTP_PORT = 8443, 8080
 INVENTORY = ROOT / ".cache" / "demo" / "inventory.yml"
+KEY_FILE = ROOT / ".cache" / "demo" / "api-key"
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,8 +57,18 @@ def start_container() -> None:
     say(f"systemd in {NAME}: {state.stdout.strip()}")
 
 
+def demo_key() -> str:
+    """A random API key for the demo client, kept (0600) so re-runs reuse it."""
+    KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if not KEY_FILE.exists():
+        KEY_FILE.touch(mode=0o600)
+        KEY_FILE.write_text(secrets.token_urlsafe(32))
+    return KEY_FILE.read_text().strip()
+
+
 def write_inventory() -> None:
     INVENTORY.parent.mkdir(parents=True, exist_ok=True)
+    INVENTORY.touch(mode=0o600)
     INVENTORY.write_text(
         f"""---
 # Written by scripts/demo.py: one container that is GPU host and proxy at once.
@@ -83,6 +95,10 @@ sdapi_nodes:
     torch_env_install_mode: wheelhouse
     torch_env_wheelhouse_dir: {ROOT}/.cache/wheelhouse
     torch_env_wheelhouse_index_url: ""
+    nginx_proxy_server_names: [localhost]
+    nginx_proxy_clients:
+      - name: demo
+        key: {demo_key()}
 """
     )
 
@@ -107,8 +123,11 @@ def up() -> int:
     say(f"node {NAME} converged in {time.monotonic() - started:.0f}s")
     print(f"   shell:      podman exec -it {NAME} bash")
     print(f"   firewall:   inbound drop, except {'; '.join(accepts)}")
-    print(f"   published:  https://127.0.0.1:{HTTPS_PORT}/ and http://127.0.0.1:{HTTP_PORT}/"
-          " (the proxy role serves them once it is part of the site)")
+    print(f"   API:        https://127.0.0.1:{HTTPS_PORT}/sdapi/v1/ (self-signed TLS; HTTP on"
+          f" 127.0.0.1:{HTTP_PORT} redirects)")
+    print(f"   try:        curl -k -H \"Authorization: Bearer $(cat {KEY_FILE})\""
+          f" https://127.0.0.1:{HTTPS_PORT}/sdapi/v1/sd-models")
+    print("   note:       the webui role is not part of the site yet, so the proxy answers 502")
     print("   remove:     make demo-destroy")
     return 0
 
