@@ -1,20 +1,32 @@
 #!/usr/bin/env python3
-"""`make demo`: converge playbooks/site.yml into a local systemd container.
+"""`make demo`: converge playbooks/site.yml into a local systemd container and generate
+one image through the proxy.
 
 The container stands in for a GPU host: a Debian 12 image built by
 scripts/build-test-images.sh, on its own podman network, with the node's HTTP and HTTPS
 ports published on 127.0.0.1 only. Ansible reaches it over the podman connection.
+The backend is the webui TEST DOUBLE (tests/webui_double, published into the container as
+a git repository) on the CPU with a small random checkpoint: it speaks A1111's API and
+returns real PNGs, but they are patterns, not pictures. Point the same inventory at a GPU
+host with the webui_* variables left at their defaults to deploy the real A1111.
 
 Usage: demo.py up | down
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import secrets
+import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +35,10 @@ NETWORK = "sdapi-demo"
 IMAGE = "localhost/sdapi-test:bookworm"
 HTTPS_PORT, HTTP_PORT = 8443, 8080
 INVENTORY = ROOT / ".cache" / "demo" / "inventory.yml"
-KEY_FILE = ROOT / ".cache" / "demo" / "api-key"
+DEMO = ROOT / ".cache" / "demo"
+KEY_FILE = DEMO / "api-key"
+DOUBLE_REPO = DEMO / "webui-double.git"
+MODEL = DEMO / "demo.safetensors"
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -66,7 +81,34 @@ def demo_key() -> str:
     return KEY_FILE.read_text().strip()
 
 
-def write_inventory() -> None:
+def publish_double() -> str:
+    """The test double as a bare git repository in the container; returns the model's sha256."""
+    DEMO.mkdir(parents=True, exist_ok=True)
+    if not DOUBLE_REPO.exists():
+        with tempfile.TemporaryDirectory() as work:
+            src = Path(work) / "src"
+            shutil.copytree(ROOT / "tests" / "webui_double", src,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            git = ["git", "-C", str(src), "-c", "user.name=sdapi-demo", "-c", "user.email=demo@localhost"]
+            subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+            subprocess.run(git + ["add", "-A"], check=True)
+            subprocess.run(git + ["commit", "-qm", "webui test double"], check=True)
+            subprocess.run(git + ["tag", "v1"], check=True)
+            subprocess.run(["git", "clone", "-q", "--bare", str(src), str(DOUBLE_REPO)], check=True)
+    if not MODEL.exists():
+        python = ROOT / ".cache" / "double-venv" / "bin" / "python"
+        subprocess.run([str(python), "-c",
+                        "import sys, torch; from safetensors.torch import save_file; "
+                        "g = torch.Generator().manual_seed(42); "
+                        "save_file({'w': torch.randn(256, 256, generator=g), 'b': torch.rand(256, generator=g)}, "
+                        "sys.argv[1])", str(MODEL)], check=True, capture_output=True)
+    podman("exec", NAME, "mkdir", "-p", "/srv/models")
+    podman("cp", str(DOUBLE_REPO), f"{NAME}:/srv/")
+    podman("cp", str(MODEL), f"{NAME}:/srv/models/")
+    return hashlib.sha256(MODEL.read_bytes()).hexdigest()
+
+
+def write_inventory(model_sha256: str) -> None:
     INVENTORY.parent.mkdir(parents=True, exist_ok=True)
     INVENTORY.touch(mode=0o600)
     INVENTORY.write_text(
@@ -95,6 +137,17 @@ sdapi_nodes:
     torch_env_install_mode: wheelhouse
     torch_env_wheelhouse_dir: {ROOT}/.cache/wheelhouse
     torch_env_wheelhouse_index_url: ""
+    # The webui TEST DOUBLE on the CPU, with one small checkpoint.
+    webui_repo_url: /srv/webui-double.git
+    webui_version: v1
+    webui_repositories: []
+    webui_prepare_packages: []
+    webui_cpu_mode: true
+    webui_models:
+      - name: demo.safetensors
+        url: file:///srv/models/demo.safetensors
+        sha256: {model_sha256}
+    webui_default_model: demo.safetensors
     nginx_proxy_server_names: [localhost]
     nginx_proxy_clients:
       - name: demo
@@ -106,7 +159,7 @@ sdapi_nodes:
 def up() -> int:
     started = time.monotonic()
     start_container()
-    write_inventory()
+    write_inventory(publish_double())
     say("converging playbooks/site.yml")
     venv_bin = ROOT / ".venv" / "bin"
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
@@ -118,18 +171,36 @@ def up() -> int:
     if rc != 0:
         say(f"site playbook failed (rc={rc})")
         return rc
-    rules = podman("exec", NAME, "nft", "list", "chain", "inet", "sdapi_filter", "input").stdout
-    accepts = [line.strip() for line in rules.splitlines() if "accept comment" in line]
-    say(f"node {NAME} converged in {time.monotonic() - started:.0f}s")
+    say(f"node {NAME} converged in {time.monotonic() - started:.0f}s; generating one image")
+    image, seconds = smoke()
+    say(f"demo done in {time.monotonic() - started:.0f}s")
+    print(f"   image:      {image} (txt2img through nginx in {seconds:.1f}s; the backend is the")
+    print("               webui test double, so the PNG is a pattern, not a picture)")
+    print(f"   API:        https://localhost:{HTTPS_PORT}/sdapi/v1/ (self-signed TLS: {DEMO / 'tls.crt'})")
+    print(f"   try:        curl --cacert {DEMO / 'tls.crt'} -H \"Authorization: Bearer $(cat {KEY_FILE})\""
+          f" https://localhost:{HTTPS_PORT}/sdapi/v1/sd-models")
     print(f"   shell:      podman exec -it {NAME} bash")
-    print(f"   firewall:   inbound drop, except {'; '.join(accepts)}")
-    print(f"   API:        https://127.0.0.1:{HTTPS_PORT}/sdapi/v1/ (self-signed TLS; HTTP on"
-          f" 127.0.0.1:{HTTP_PORT} redirects)")
-    print(f"   try:        curl -k -H \"Authorization: Bearer $(cat {KEY_FILE})\""
-          f" https://127.0.0.1:{HTTPS_PORT}/sdapi/v1/sd-models")
-    print("   note:       the webui role is not part of the site yet, so the proxy answers 502")
     print("   remove:     make demo-destroy")
     return 0
+
+
+def smoke() -> tuple[Path, float]:
+    """One txt2img through nginx with the demo key, checked against the node's certificate."""
+    cert = podman("exec", NAME, "cat", "/etc/nginx/sdapi-tls/server.crt").stdout
+    (DEMO / "tls.crt").write_text(cert)
+    context = ssl.create_default_context(cafile=str(DEMO / "tls.crt"))
+    body = json.dumps({"prompt": "a lighthouse at dusk", "seed": 7, "width": 256, "height": 256,
+                       "steps": 10}).encode()
+    request = urllib.request.Request(
+        f"https://localhost:{HTTPS_PORT}/sdapi/v1/txt2img", data=body, method="POST",
+        headers={"Authorization": f"Bearer {demo_key()}", "Content-Type": "application/json"})
+    started = time.monotonic()
+    with urllib.request.urlopen(request, context=context, timeout=300) as response:
+        payload = json.load(response)
+    seconds = time.monotonic() - started
+    image = DEMO / f"txt2img-{time.strftime('%Y%m%d-%H%M%S')}.png"
+    image.write_bytes(base64.b64decode(payload["images"][0]))
+    return image, seconds
 
 
 def down() -> int:

@@ -11,7 +11,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "host packages"
 need=()
-for pair in podman:podman runc:runc debootstrap:debootstrap nft:nftables openssl:openssl; do
+for pair in podman:podman runc:runc debootstrap:debootstrap nft:nftables openssl:openssl git:git; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 python="${SDAPI_PYTHON:-python3}"
@@ -26,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   # its port publishing and scenario networks use.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 else
-  echo "podman, runc, debootstrap, nft, openssl and python venv present"
+  echo "podman, runc, debootstrap, nft, openssl, git and python venv present"
 fi
 
 step "controller virtualenv (.venv)"

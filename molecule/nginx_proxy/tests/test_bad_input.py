@@ -1,6 +1,5 @@
 """Bad input to sdapi.node.nginx_proxy fails before anything changes, naming the variable."""
 
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from scenario_data import secrets
@@ -26,31 +25,18 @@ CASES = [
 ]
 
 
-
-
-def _apply(extra_vars):
-    target = molecule_env.group_hosts("sdapi_nodes")[0]
-    return target, molecule_env.ansible_playbook(
-        molecule_env.playbook("apply-role.yml"),
-        extra_vars={"target": target, "role_under_test": "nginx_proxy", **extra_vars},
-    )
-
-
 @pytest.fixture(scope="module")
 def runs():
     """Every case's play, run side by side: each fails before touching the host."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {c[0]: pool.submit(_apply, c[1]) for c in CASES}
-        return {name: future.result() for name, future in futures.items()}
+    target = molecule_env.group_hosts("sdapi_nodes")[0]
+    results = molecule_env.apply_role_cases("nginx_proxy", target, {c[0]: c[1] for c in CASES})
+    return {name: (target, result) for name, result in results.items()}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_before_any_change(runs, case):
     name, _, variable = case
     target, (rc, output, recap) = runs[name]
-    assert rc != 0, output[-3000:]
-    assert recap[target]["failed"] == 1, output[-3000:]
-    assert recap[target]["changed"] == 0, output[-3000:]
-    assert variable in output, output[-3000:]
+    molecule_env.assert_refused_before_change((rc, output, recap), target, variable)
     assert "short-secret-kx" not in output
     assert [s for s in secrets() if s in output] == []

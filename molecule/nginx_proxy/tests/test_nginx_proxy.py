@@ -5,7 +5,6 @@ to the stand-in on 127.0.0.1:7861, whose request log tells what reached the back
 """
 
 import json
-import time
 
 import pytest
 from scenario_data import clients, secrets

@@ -21,27 +21,26 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("extra_vars,variable", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_input_is_refused_before_any_change(extra_vars, variable):
+@pytest.fixture(scope="module")
+def results():
+    """Every case applied once, side by side: each must fail before touching the host."""
     target = molecule_env.group_hosts("sdapi_nodes")[0]
-    rc, output, recap = molecule_env.ansible_playbook(
-        molecule_env.playbook("apply-role.yml"),
-        extra_vars={"target": target, "role_under_test": "webui", **extra_vars},
-    )
-    assert rc != 0, output[-3000:]
-    assert recap[target]["failed"] == 1 and recap[target]["changed"] == 0, output[-3000:]
-    assert variable in output, output[-3000:]
+    return target, molecule_env.apply_role_cases("webui", target, {b[0]: b[1] for b in BAD})
+
+
+@pytest.mark.parametrize("case", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_before_any_change(results, case):
+    target, by_name = results
+    molecule_env.assert_refused_before_change(by_name[case[0]], target, case[2])
     # The password of the colon case must not be echoed back.
-    assert "b:c" not in output
+    assert "b:c" not in by_name[case[0]][1]
 
 
 def test_model_with_a_wrong_checksum_is_refused_and_leaves_nothing(host=None):
     target = molecule_env.group_hosts("sdapi_nodes")[0]
     node = molecule_env.host(target)
-    rc, output, _ = molecule_env.ansible_playbook(
-        molecule_env.playbook("apply-role.yml"),
-        extra_vars={"target": target, "role_under_test": "webui",
-                    "webui_models": [dict(GOOD_MODEL, name="bad.safetensors")]},
+    rc, output, _ = molecule_env.apply_role(
+        "webui", target, {"webui_models": [dict(GOOD_MODEL, name="bad.safetensors")]}
     )
     assert rc != 0 and "checksum" in output.lower(), output[-3000:]
     assert not node.file("/var/lib/sdapi/models/Stable-diffusion/bad.safetensors").exists

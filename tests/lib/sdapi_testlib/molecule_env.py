@@ -76,3 +76,31 @@ def ansible_playbook(playbook_path: str, *args: str, extra_vars: dict | None = N
         for m in RECAP.finditer(output)
     }
     return proc.returncode, output, recap
+
+
+def apply_role(role: str, target: str, extra_vars: dict, *args: str):
+    """Apply one role to one container with extra variables (molecule/shared/apply-role.yml)."""
+    return ansible_playbook(
+        playbook("apply-role.yml"), *args,
+        extra_vars={"target": target, "role_under_test": role, **extra_vars},
+    )
+
+
+def apply_role_cases(role: str, target: str, cases: dict, workers: int = 4) -> dict:
+    """Apply the role once per named case, side by side; {name: (rc, output, recap)}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(apply_role, role, target, extra) for name, extra in cases.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def assert_refused_before_change(result, target: str, *needles: str) -> None:
+    """The play failed on the target, changed nothing there, and its output names the needles."""
+    rc, output, recap = result
+    tail = output[-3000:]
+    assert rc != 0, tail
+    assert recap[target]["failed"] == 1, tail
+    assert recap[target]["changed"] == 0, tail
+    for needle in needles:
+        assert needle in output, tail
