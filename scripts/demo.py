@@ -15,18 +15,15 @@ Usage: demo.py up | down
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import secrets
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,9 +169,9 @@ def up() -> int:
         say(f"site playbook failed (rc={rc})")
         return rc
     say(f"node {NAME} converged in {time.monotonic() - started:.0f}s; generating one image")
-    image, seconds = smoke()
+    image, seconds = smoke(env)
     say(f"demo done in {time.monotonic() - started:.0f}s")
-    print(f"   image:      {image} (txt2img through nginx in {seconds:.1f}s; the backend is the")
+    print(f"   image:      {image} (smoke playbook, {seconds:.1f}s; the backend is the")
     print("               webui test double, so the PNG is a pattern, not a picture)")
     print(f"   API:        https://localhost:{HTTPS_PORT}/sdapi/v1/ (self-signed TLS: {DEMO / 'tls.crt'})")
     print(f"   try:        curl --cacert {DEMO / 'tls.crt'} -H \"Authorization: Bearer $(cat {KEY_FILE})\""
@@ -184,22 +181,22 @@ def up() -> int:
     return 0
 
 
-def smoke() -> tuple[Path, float]:
-    """One txt2img through nginx with the demo key, checked against the node's certificate."""
+def smoke(env: dict) -> tuple[Path, float]:
+    """playbooks/smoke.yml: one txt2img through nginx with the demo key, checked against
+    the node's certificate."""
     cert = podman("exec", NAME, "cat", "/etc/nginx/sdapi-tls/server.crt").stdout
     (DEMO / "tls.crt").write_text(cert)
-    context = ssl.create_default_context(cafile=str(DEMO / "tls.crt"))
-    body = json.dumps({"prompt": "a lighthouse at dusk", "seed": 7, "width": 256, "height": 256,
-                       "steps": 10}).encode()
-    request = urllib.request.Request(
-        f"https://localhost:{HTTPS_PORT}/sdapi/v1/txt2img", data=body, method="POST",
-        headers={"Authorization": f"Bearer {demo_key()}", "Content-Type": "application/json"})
+    smoke_vars = DEMO / "smoke-vars.yml"
+    smoke_vars.touch(mode=0o600)
+    smoke_vars.write_text(json.dumps({
+        "smoke_url": f"https://localhost:{HTTPS_PORT}", "smoke_api_key": demo_key(),
+        "smoke_ca_path": str(DEMO / "tls.crt"), "smoke_output_dir": str(DEMO),
+    }))
     started = time.monotonic()
-    with urllib.request.urlopen(request, context=context, timeout=300) as response:
-        payload = json.load(response)
+    subprocess.run(["ansible-playbook", str(ROOT / "playbooks" / "smoke.yml"), "-e", f"@{smoke_vars}"],
+                   cwd=ROOT, env=env, check=True)
     seconds = time.monotonic() - started
-    image = DEMO / f"txt2img-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    image.write_bytes(base64.b64decode(payload["images"][0]))
+    image = max(DEMO.glob("txt2img-*.png"), key=lambda p: p.stat().st_mtime)
     return image, seconds
 
 
