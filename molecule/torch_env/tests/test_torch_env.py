@@ -40,9 +40,17 @@ def test_node_has_no_usable_index_so_torch_came_from_the_wheelhouse(host):
     assert probe.rc != 0
     assert "pypi-blocked.invalid" in probe.stdout + probe.stderr
     # ... and yet the pinned torch is installed, from the pushed wheelhouse.
-    assert host.file("/var/cache/sdapi/wheelhouse").is_directory
-    wheels = host.check_output("ls /var/cache/sdapi/wheelhouse/*/")
+    wheelhouse = host.file("/var/cache/sdapi-wheelhouse")
+    assert wheelhouse.is_directory
+    wheels = host.check_output("ls /var/cache/sdapi-wheelhouse/*/")
     assert "torch-2.13.0+cpu" in wheels
+
+
+def test_pushed_wheels_are_not_writable_by_the_service_user(host):
+    # root's pip installs these into the venv: the service user must not be able to swap one.
+    found = host.check_output(
+        "find /var/cache/sdapi-wheelhouse \\( -user sdapi -o -perm /022 \\) -printf '%p\\n'")
+    assert found == ""
 
 
 def _converge(*args, **extra_vars):

@@ -11,6 +11,7 @@ from pathlib import Path
 import testinfra
 import yaml
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -69,8 +70,10 @@ def ansible_playbook(playbook_path: str, *args: str, extra_vars: dict | None = N
     ]
     if extra_vars is not None:
         cmd += ["-e", json.dumps(extra_vars)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
-    output = proc.stdout + proc.stderr
+    # Molecule forces colour for its own output; parsing wants plain text.
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900, env=env)
+    output = ANSI.sub("", proc.stdout + proc.stderr)
     recap = {
         m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
         for m in RECAP.finditer(output)
