@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make demo`: converge playbooks/site.yml into a local systemd container and generate
 one image through the proxy.
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Runs the whole test suite (`make test`): lint, unit tests, every Molecule scenario.
 
 Prints how long each part took and ends with one line `N passed, N failed` that sums
@@ -115,6 +114,7 @@ def main() -> int:
     if args.only in (None, "lint"):
         suite.run("yamllint", ["yamllint", "--strict", "."], env=env)
         suite.run("ansible-lint", ["ansible-lint", "--nocolor"], env=env)
+        suite.run("ansible-test sanity", ["bash", "scripts/sanity.sh"], env=env)
     if args.only in (None, "unit"):
         junit = LOGS / "unit.xml"
         suite.run("unit tests", ["pytest", "-q", f"--junitxml={junit}", "tests/unit"],
@@ -122,7 +122,8 @@ def main() -> int:
     if args.only in (None, "molecule"):
         for name in args.scenario or scenarios():
             junit = LOGS / f"molecule-{name}.xml"
-            scenario_env = dict(env, PYTEST_ADDOPTS=f"--junitxml={junit}")
+            # -rP: what passing tests print (timings, counts) lands in the log as figures.
+            scenario_env = dict(env, PYTEST_ADDOPTS=f"--junitxml={junit} -rP")
             suite.run(f"molecule {name}", ["molecule", "test", "-s", name],
                       junit=junit, env=scenario_env)
     return suite.report()

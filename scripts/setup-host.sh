@@ -11,7 +11,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "host packages"
 need=()
-for pair in podman:podman runc:runc debootstrap:debootstrap nft:nftables openssl:openssl git:git; do
+for pair in podman:podman runc:runc debootstrap:debootstrap nft:nftables openssl:openssl git:git shellcheck:shellcheck; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 python="${SDAPI_PYTHON:-python3}"
@@ -26,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   # its port publishing and scenario networks use.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 else
-  echo "podman, runc, debootstrap, nft, openssl, git and python venv present"
+  echo "podman, runc, debootstrap, nft, openssl, git, shellcheck and python venv present"
 fi
 
 step "controller virtualenv (.venv)"
@@ -57,7 +57,7 @@ step "webui test double's virtualenv (.cache/double-venv)"
 # The double loads checkpoints with torch like the real webui; its unit tests run it with
 # the 190 MB CPU build of torch, not the multi-GB CUDA one.
 stamp=".cache/double-venv/.requirements.sha256"
-want="$(cat tests/webui_double/requirements_versions.txt | sha256sum | cut -d' ' -f1)"
+want="$(sha256sum < tests/webui_double/requirements_versions.txt | cut -d' ' -f1)"
 if [ -x .cache/double-venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   echo "up to date"
 else

@@ -5,6 +5,9 @@
 
 ansible.utils.ipaddr needs netaddr on the controller; these filters need nothing, so
 argument checks run on any controller before the host is touched.
+
+Each filter's documentation is the YAML file of its name beside this one: ansible-doc looks
+a filter's documentation up by the filter's name, and this file holds three filters.
 """
 
 from __future__ import annotations

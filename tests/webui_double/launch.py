@@ -35,7 +35,7 @@ def unmet_requirements():
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
-            name, _, version = line.partition("==")
+            name, _sep, version = line.partition("==")
             try:
                 if version and importlib.metadata.version(name) != version:
                     missing.append(line)

@@ -109,7 +109,7 @@ def test_installed_collection_is_listed_with_its_version(installed):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_ansible_doc_renders_the_installed_role(installed, role):
-    work, _, env = installed
+    work, _collections, env = installed
     rc, output = _run(["ansible-doc", "-t", "role", f"sdapi.node.{role}"], env, work, timeout=120)
     assert rc == 0, output
     # Without colour ansible-doc marks names with asterisks.
@@ -120,7 +120,7 @@ def test_ansible_doc_renders_the_installed_role(installed, role):
 
 
 def test_operator_playbook_outside_the_repo_drives_the_node_by_fqcn(installed):
-    work, _, env = installed
+    work, _collections, env = installed
     playbook = work / "operator.yml"
     playbook.write_text(OPERATOR_PLAYBOOK)
     inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory"

@@ -31,5 +31,5 @@ def results():
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_before_any_change(results, case):
-    name, _, variable, reason = case
+    name, _extra_vars, variable, reason = case
     molecule_env.assert_refused_before_change(results[name], "kt-bookworm", variable, reason)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """TEST STAND-IN for AUTOMATIC1111's API (A1111 `--api --nowebui`), test-only.
 
 Used by the sdapi.node Molecule scenario `nginx_proxy` so the proxy is tested against a
@@ -18,6 +17,7 @@ import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 
 def _png_1px():
     """A valid 1x1 grey PNG: the smallest thing shaped like A1111's txt2img output."""

@@ -35,7 +35,7 @@ def runs():
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_before_any_change(runs, case):
-    name, _, variable = case
+    name, _extra_vars, variable = case
     target, (rc, output, recap) = runs[name]
     molecule_env.assert_refused_before_change((rc, output, recap), target, variable)
     assert "short-secret-kx" not in output

@@ -15,8 +15,8 @@ LIVE = "/etc/nginx/sdapi.d/proxy.conf /etc/nginx/sdapi.d/secrets.inc /etc/nginx/
 
 
 def _status(node, client_key, route="sd-models"):
-    status, _, _ = http.curl(node, f"https://127.0.0.1/sdapi/v1/{route}",
-                             "-H", f"Authorization: Bearer {client_key}")
+    status = http.curl(node, f"https://127.0.0.1/sdapi/v1/{route}",
+                       "-H", f"Authorization: Bearer {client_key}")[0]
     return status
 
 

@@ -70,7 +70,7 @@ def test_public_route_needs_no_key(host):
 
 
 def test_http_redirects_to_https(host):
-    status, headers, _ = http.curl(host, "http://127.0.0.1/sdapi/v1/txt2img?steps=1")
+    status, headers, _body = http.curl(host, "http://127.0.0.1/sdapi/v1/txt2img?steps=1")
     assert status == 301
     location = [h for h in headers.splitlines() if h.lower().startswith("location:")]
     assert location and location[0].split(":", 1)[1].strip() == "https://127.0.0.1/sdapi/v1/txt2img?steps=1"
@@ -79,7 +79,7 @@ def test_http_redirects_to_https(host):
 @pytest.mark.parametrize("route,auth", [("sd-models", True), ("sd-models", False), ("cmd-flags", True)])
 def test_security_headers_on_every_answer(host, route, auth):
     args = ["-H", bearer(BOB)] if auth else []
-    _, headers, _ = http.curl(host, f"{BASE}/sdapi/v1/{route}", *args)
+    _status, headers, _body = http.curl(host, f"{BASE}/sdapi/v1/{route}", *args)
     lowered = headers.lower()
     assert "strict-transport-security: max-age=63072000" in lowered
     assert "x-content-type-options: nosniff" in lowered
@@ -135,8 +135,8 @@ def test_denied_routes_403_even_with_a_valid_key(host):
     before = len(backend_requests(host))
     answers = {}
     for method, path in DENIED:
-        status, _, body = http.curl(host, f"{BASE}{path}", "--path-as-is", "-X", method,
-                                    "-H", bearer(BOB), "-d", "{}")
+        status, _headers, body = http.curl(host, f"{BASE}{path}", "--path-as-is", "-X", method,
+                                           "-H", bearer(BOB), "-d", "{}")
         answers[f"{method} {path}"] = status
         assert "LEAKED-CMD-FLAGS-SECRET" not in body
     assert answers == {k: 403 for k in answers}

@@ -75,18 +75,18 @@ def test_rerun_changes_nothing_and_runs_no_pip_install(host, capsys):
 
 def test_changing_a_pin_reinstalls_and_restoring_it_reinstalls_back(host):
     name = molecule_env.name_of(host)
-    rc, output, recap, _ = _converge(torch_env_extra_packages=["numpy==2.3.4"])
+    rc, output, recap, _seconds = _converge(torch_env_extra_packages=["numpy==2.3.4"])
     assert rc == 0, output[-3000:]
     assert recap[name]["changed"] > 0
     assert _service_python(host, "import numpy; print(numpy.__version__)").stdout.strip() == "2.3.4"
-    rc, output, recap, _ = _converge()
+    rc, output, recap, _seconds = _converge()
     assert rc == 0, output[-3000:]
     assert recap[name]["changed"] > 0
     assert _service_python(host, "import numpy; print(numpy.__version__)").stdout.strip() == "2.3.5"
 
 
 def test_driver_tasks_run_in_check_mode_without_touching_the_host(host):
-    rc, output, recap, _ = _converge(
+    rc, output, recap, _seconds = _converge(
         "--check",
         torch_env_profile="cuda", torch_env_set="a1111-dev", torch_env_torch_version=None,
         torch_env_nvidia_driver_install=True, torch_env_nvidia_driver_force=True,
@@ -98,7 +98,7 @@ def test_driver_tasks_run_in_check_mode_without_touching_the_host(host):
 
 
 def test_driver_install_is_skipped_with_a_reason_without_a_gpu(host):
-    rc, output, _, _ = _converge(
+    rc, output, _recap, _seconds = _converge(
         "--check", torch_env_profile="cuda", torch_env_set="a1111-dev", torch_env_torch_version=None,
         torch_env_nvidia_driver_install=True, torch_env_verify=False,
     )

@@ -39,7 +39,7 @@ def test_bad_input_is_refused_before_any_change(results, case):
 def test_model_with_a_wrong_checksum_is_refused_and_leaves_nothing(host=None):
     target = molecule_env.group_hosts("sdapi_nodes")[0]
     node = molecule_env.host(target)
-    rc, output, _ = molecule_env.apply_role(
+    rc, output, _recap = molecule_env.apply_role(
         "webui", target, {"webui_models": [dict(GOOD_MODEL, name="bad.safetensors")]}
     )
     assert rc != 0 and "checksum" in output.lower(), output[-3000:]

@@ -20,7 +20,7 @@ MODELS = "/var/lib/sdapi/models/Stable-diffusion"
 def _api(host, port, route, auth=AUTH):
     """GET a route from inside the node; returns (status, body)."""
     out = host.run(f"curl -s -u {auth} -w '\\n%{{http_code}}' http://127.0.0.1:{port}/sdapi/v1/{route}")
-    payload, _, status = out.stdout.rpartition("\n")
+    payload, _newline, status = out.stdout.rpartition("\n")
     return int(status or 0), payload
 
 
@@ -153,10 +153,10 @@ def test_upgrade_to_a_broken_release_rolls_back_with_the_reason(host):
 
 
 def test_upgrade_to_a_good_release_runs_it_then_back(host):
-    rc, output, _ = _converge(webui_version="v2")
+    rc, output, _recap = _converge(webui_version="v2")
     assert rc == 0, output[-3000:]
     assert host.file("/opt/sdapi/webui/current").linked_to == "/opt/sdapi/webui/releases/v2"
     assert "Version: v2-double" in _wait_ready(host, 0)
-    rc, output, _ = _converge()
+    rc, output, _recap = _converge()
     assert rc == 0, output[-3000:]
     assert host.file("/opt/sdapi/webui/current").linked_to == "/opt/sdapi/webui/releases/v1"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 
-
 # Listens on the given TCP ports for at most 300 s: something must answer behind a port for
 # "the firewall lets it through" to be observable.
 _LISTENER = """
@@ -62,6 +61,3 @@ def tcp_state(client, address, port, timeout=2.0):
     return client.check_output(
         "python3 -c %s %s %s %s", _PROBE, address, str(port), str(timeout)
     ).strip()
-
-
-

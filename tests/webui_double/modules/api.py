@@ -290,7 +290,7 @@ def make_handler(node):
             if not header.startswith("Basic "):
                 return False
             try:
-                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                user, _sep, password = base64.b64decode(header[6:]).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 return False
             return credentials.get(user) == password
@@ -312,7 +312,7 @@ def make_handler(node):
             name = path[len("/sdapi/v1/"):]
             handler = routes.get((method, name))
             if handler is None:
-                allowed = any(n == name for (_, n) in routes)
+                allowed = any(route == name for _verb, route in routes)
                 return self._send(405 if allowed else 404,
                                   {"detail": "Method Not Allowed" if allowed else "Not Found"})
             if not self._authorised():

@@ -78,7 +78,7 @@ class LoadedModel:
 
         self.checkpoint = checkpoint
         self.tensor_count = len(tensors)
-        floats = [t.float().flatten() for _, t in sorted(tensors.items()) if t.numel()]
+        floats = [t.float().flatten() for _key, t in sorted(tensors.items()) if t.numel()]
         if not floats:
             raise RuntimeError(f"{checkpoint.filename} holds no tensors")
         means = [float(t.mean()) for t in floats[:3]]
