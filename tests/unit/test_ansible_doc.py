@@ -39,9 +39,9 @@ def _doc(*args: str) -> str:
     return ANSI.sub("", out.stdout)
 
 
-def _entry_point(role: str) -> dict:
+def _entry_point(role: str, name: str = "main") -> dict:
     specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
-    return specs["argument_specs"]["main"]
+    return specs["argument_specs"][name]
 
 
 def test_every_role_of_the_collection_is_covered():
@@ -56,7 +56,9 @@ def test_role_page_shows_the_main_entry_point_and_its_options(role):
 
     assert re.search(rf"^> ROLE: \W*sdapi\.node\.{role}\W", page, re.M), page[:300]
     headings = re.findall(r"^ENTRY POINT: \W*(\w+)\W* - (.*)$", page, re.M)
-    assert headings == [("main", spec["short_description"])]
+    # validate: the same options, checked by the site's first play before any host changes.
+    assert headings == [("main", spec["short_description"]),
+                        ("validate", _entry_point(role, "validate")["short_description"])]
 
     # Top-level options are the items at the left margin (suboptions are indented), marked
     # `=` when required and `-` otherwise.
@@ -70,8 +72,9 @@ def test_role_pages_as_json_carry_exactly_the_specified_options():
     assert set(docs) == {f"sdapi.node.{r}" for r in ROLES}
     for role in ROLES:
         entry_points = docs[f"sdapi.node.{role}"]["entry_points"]
-        assert list(entry_points) == ["main"]
+        assert list(entry_points) == ["main", "validate"]
         assert set(entry_points["main"]["options"]) == set(_entry_point(role)["options"]), role
+        assert entry_points["validate"]["options"] == entry_points["main"]["options"], role
 
 
 def test_every_filter_is_listed_with_a_summary():
