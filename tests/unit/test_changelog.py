@@ -54,8 +54,9 @@ def test_first_release_is_recorded_with_its_date_and_notes():
     release = _releases()["0.1.0"]
     assert release["release_date"] == "2026-11-26"
     assert release["changes"]["release_summary"].strip()
-    roles = {entry.split(" - ", 1)[0] for entry in release["changes"]["major_changes"]}
-    assert roles == {"base", "kernel_tuning", "torch_env", "webui", "nginx_proxy"}
+    subjects = {entry.split(" - ", 1)[0] for entry in release["changes"]["major_changes"]}
+    assert subjects == {"base", "kernel_tuning", "torch_env", "webui", "nginx_proxy",
+                        "site playbook", "smoke playbook", "example inventories"}
     filters = {p["name"] for p in release["plugins"]["filter"]}
     assert filters == {"invalid_networks", "networks_of_family", "address_in_networks"}
 
