@@ -13,30 +13,25 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from sdapi_testlib import molecule_env
+from sdapi_testlib import site
 
-NODE = "site-bookworm"
-KEY = "test-site-0123456789abcdefghijKEY"
+KEY = site.clients()["site-test"]
 
 
 @pytest.fixture(scope="module")
 def node():
-    return molecule_env.host(NODE)
+    return site.node()
 
 
 @pytest.fixture(scope="module")
 def https_url():
-    inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "inventory" / "host_vars" / NODE
-    return yaml.safe_load(inventory.read_text())["site_test_https_url"]
+    return site.https_url()
 
 
 @pytest.fixture(scope="module")
 def node_ca(node, tmp_path_factory):
     """The node's self-signed certificate, the one thing a client must trust."""
-    path = tmp_path_factory.mktemp("ca") / "node.crt"
-    path.write_text(node.file("/etc/nginx/sdapi-tls/server.crt").content_string)
-    return path
+    return site.node_certificate(node, tmp_path_factory.mktemp("ca") / "node.crt")
 
 
 def test_smoke_playbook_saves_a_png_from_the_https_api(https_url, node_ca, tmp_path):

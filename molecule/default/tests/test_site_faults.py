@@ -329,8 +329,7 @@ def _ssh_answers() -> bool:
 
 def test_host_restart_brings_the_node_back(node, key, request, tmp_path):
     url = site.https_url()
-    ca = tmp_path / "node.crt"
-    ca.write_text(node.file("/etc/nginx/sdapi-tls/server.crt").content_string)
+    ca = site.node_certificate(node, tmp_path / "node.crt")
     units = ["nftables.service", "nginx.service", "ssh.service"] + [
         f"sdapi-webui@{i}.service" for i in site.instances(node)]
     ruleset = node.check_output("nft list table inet sdapi_filter")

@@ -72,6 +72,12 @@ def https_url() -> str:
     return yaml.safe_load((_inventory_dir() / "host_vars" / name).read_text())["site_test_https_url"]
 
 
+def node_certificate(n, path: Path) -> Path:
+    """The node's TLS certificate (self-signed here) saved on the controller, for clients to trust."""
+    path.write_text(n.file("/etc/nginx/sdapi-tls/server.crt").content_string)
+    return path
+
+
 def clients() -> dict[str, str]:
     """API client name -> key."""
     return {c["name"]: c["key"] for c in inventory_vars().get("nginx_proxy_clients", []) if c.get("key")}
