@@ -81,15 +81,10 @@ def instances_put_back(node):
     site.settle_proxy(node)
 
 
-# The upstream marks an instance down after one failed attempt (max_fails=1) for
-# fail_timeout (10 s), in each nginx worker on its own (no shared zone). When every instance
-# was down at once (a boot, a deploy's restart, a crash) and a client asked meanwhile, the
-# workers that saw it answer 502 "no live upstreams" after the instances are back: until
-# fail_timeout has passed, then to every request beyond one probe per instance until a probe
-# gets through. Strict: a proxy that serves as soon as the instances are back XPASSes.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="nginx_proxy's upstream keeps instances marked down after they are back "
-                          "(docs/security.md)")
+# With failure marks on loopback servers (max_fails=1, fail_timeout=10 s, per worker), the
+# workers that saw every instance down answered 502 "no live upstreams" for up to
+# fail_timeout after the instances were back. Loopback servers now carry max_fails=0: the
+# proxy must serve the moment they are ready.
 def test_proxy_serves_as_soon_as_the_instances_are_back(node, key, request, instances_put_back):
     units = " ".join(f"sdapi-webui@{i}" for i in site.instances(node))
     fail_timeout = site.role_default("nginx_proxy", "nginx_proxy_upstream_fail_timeout")
@@ -131,11 +126,7 @@ def nginx_put_back(node, key):
     site.wait_for(lambda: _serving(node, key), 30, "nginx serving again after the test")
 
 
-# nginx_proxy leaves Debian's nginx.service as shipped, with Restart=no: a master killed by
-# a signal leaves the unit failed and the proxy down until someone starts it. Strict: once
-# the role sets Restart=on-failure, this XPASSes and the marker must go.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="nginx_proxy sets no Restart= on nginx.service (docs/security.md)")
+# Debian's nginx.service has Restart=no; nginx_proxy's drop-in sets Restart=on-failure.
 def test_kill_9_of_the_nginx_master(node, key, request, nginx_put_back):
     master = node.check_output("cat /run/nginx.pid")
     started = time.monotonic()
@@ -219,13 +210,14 @@ class TestDamagedNodeRepairedBySiteRun:
     knows of and nothing else.
     """
 
-    def test_one_run_changes_exactly_the_two_repairs(self, damaged, request):
+    def test_one_run_changes_exactly_the_repairs(self, damaged, request):
         rc, output, recap, seconds = damaged["run"]
         host = molecule_env.group_hosts("sdapi_nodes")[0]
         changed = site.changed_tasks(output, host)
         site.report(request.config, f"repair run: {seconds:.1f} s, changed {recap[host]['changed']}: {changed}")
         assert rc == 0, output[-3000:]
-        assert changed == ["sdapi.node.webui : Download models with checksum verification",
+        assert changed == ["sdapi.node.webui : Remove models whose checksum no longer matches (fetched again below)",
+                           "sdapi.node.webui : Download models with checksum verification",
                            "sdapi.node.nginx_proxy : Activate the tested configuration",
                            "sdapi.node.nginx_proxy : Reload nginx"], output[-3000:]
 
@@ -261,19 +253,16 @@ class TestDamagedNodeRepairedBySiteRun:
         assert (restored.user, restored.group, restored.mode) == ("sdapi", "sdapi", 0o640)
         assert restored.sha256sum == site.published_sha256(ALT_MODEL)
 
-    # webui checks a model's sha256 only when it downloads it: a file already in place is
-    # taken as it is (tasks/models.yml stats it without a checksum). Strict: a role that
-    # verifies present files XPASSes here (and adds a change to the run above).
-    @pytest.mark.xfail(strict=True, raises=AssertionError,
-                       reason="webui does not verify checkpoints already in place (docs/security.md)")
+    # Each run hashes the models in place (webui_models_verify) and fetches again any whose
+    # sum is not the inventory's.
     def test_altered_checkpoint_replaced_by_the_run(self, node, damaged):
         assert node.file(f"{site.MODEL_DIR}/{DEFAULT_MODEL}").sha256sum == site.published_sha256(DEFAULT_MODEL)
 
 
 @pytest.fixture()
 def release_bookkeeping(node):
-    """Puts back what a deploy of another release leaves behind: the requirement-set markers
-    (the role writes the deployed release into them) and the broken release's checkout."""
+    """Puts back what a deploy of another release leaves behind: a requirement-set marker of
+    its own (when its set differs) and the broken release's checkout."""
     def markers():
         out = node.check_output(f"grep -H . {MARKERS} || true")
         return dict(line.split(":", 1) for line in out.splitlines())

@@ -4,9 +4,9 @@ journal, and nginx's logs.
 
 One place is outside a role's reach: at -vvv Ansible's connection prints the remote
 command line of every task, and a task's `environment:` values are part of it, whatever
-no_log says. The tests below allow a credential there and nowhere else, and keep the
-strict reading (nowhere at all) as an expected failure while the webui role puts the
-backend credential into a task environment (docs/security.md, "Known gaps").
+no_log says. No role passes a credential that way (webui's readiness probe reads it from
+the environment file), so the strict reading holds: nowhere at all. A looser test names
+the place, should a task's environment ever carry one again.
 """
 
 from __future__ import annotations
@@ -94,9 +94,6 @@ def test_backend_credential_only_in_task_environments_at_vvv(vvv, secrets, reque
     assert outside == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="webui's readiness task passes the backend credential in `environment:`, "
-                          "which -vvv prints (docs/security.md)")
 def test_backend_credential_absent_from_the_vvv_output(vvv, secrets):
     output, _recap = vvv
     assert [(label, task) for label, task, _line in _hits(output, _backend(secrets))] == []
@@ -124,9 +121,6 @@ def test_api_keys_absent_from_the_journal(journal, secrets):
     assert _in(journal, _keys(secrets)) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="A1111 (and the double) log 'Launching ... with arguments:' with "
-                          "COMMANDLINE_ARGS appended, --api-auth included (docs/security.md)")
 def test_backend_credential_absent_from_the_journal(journal, secrets):
     assert _in(journal, _backend(secrets)) == []
 

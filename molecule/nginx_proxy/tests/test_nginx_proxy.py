@@ -190,6 +190,18 @@ def test_access_log_is_json_without_secrets(host):
     assert "a private prompt" not in logs
 
 
+def test_access_log_is_for_admins_only(host):
+    log = host.file("/var/log/nginx/sdapi-access.log")
+    assert (log.user, log.group, log.mode) == ("www-data", "adm", 0o640)
+
+
+def test_nginx_is_restarted_when_it_dies(host):
+    # The kill -9 itself is in the default scenario (test_site_faults.py).
+    shown = host.check_output("systemctl show -p Restart -p RestartUSec -p DropInPaths nginx.service")
+    assert "Restart=on-failure" in shown and "RestartUSec=2s" in shown, shown
+    assert "/etc/systemd/system/nginx.service.d/sdapi-restart.conf" in shown, shown
+
+
 def test_credentials_file_is_root_only(host):
     for path in ("/etc/nginx/sdapi.d/secrets.inc", "/etc/nginx/sdapi-staging/sdapi.d/secrets.inc"):
         f = host.file(path)

@@ -95,6 +95,12 @@ def test_credentials_stay_off_the_command_line_and_out_of_world_reach(host):
     assert "not-a-real-secret" not in host.check_output(f"cat /proc/{pid}/cmdline | tr '\\0' ' '")
 
 
+def test_journal_shows_the_start_arguments_with_the_credential_masked(host):
+    log = host.check_output("journalctl --no-pager -o cat -u sdapi-webui@0")
+    assert "--api-auth ********" in log
+    assert "not-a-real-secret" not in log
+
+
 def test_code_tree_is_read_only_for_the_service(host):
     current = host.file("/opt/sdapi/webui/current")
     assert current.is_symlink
@@ -137,6 +143,18 @@ def _converge(**extra_vars):
 
 def _data_snapshot(host):
     return host.check_output("cd /var/lib/sdapi && find models outputs -type f -exec sha256sum {} + | sort")
+
+
+def test_altered_converted_checkpoint_is_converted_again(host):
+    record = host.file("/etc/sdapi/converted-models.json")
+    assert (record.user, record.group, record.mode) == ("root", "root", 0o644)
+    recorded = json.loads(record.content_string)[f"{MODELS}/legacy.safetensors"]
+    assert host.file(f"{MODELS}/legacy.safetensors").sha256sum == recorded
+    host.check_output(f"runuser -u sdapi -- sh -c 'printf tampered >> {MODELS}/legacy.safetensors'")
+    rc, output, _recap = _converge()
+    assert rc == 0, output[-3000:]
+    assert host.file(f"{MODELS}/legacy.safetensors").sha256sum == recorded
+    assert not host.file("/var/lib/sdapi/staging/legacy.ckpt").exists
 
 
 def test_upgrade_to_a_broken_release_rolls_back_with_the_reason(host):

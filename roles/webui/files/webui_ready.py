@@ -3,14 +3,17 @@
 Ready means: the unit runs, its port answers, and (when a checkpoint is in place) the
 journal of this start shows "Model loaded in". A unit that restarts or fails while we
 wait is reported at once with its journal tail instead of waiting out the timeout.
-Prints one JSON line. Credentials for the warm-up request come from SDAPI_READY_AUTH.
-Usage: webui_ready.py INSTANCE HOST PORT TIMEOUT WARMUP(0|1) CKPT_DIR
+Prints one JSON line. The credential for the warm-up request is read from the instances'
+environment file (COMMANDLINE_ARGS), never passed on the command line or in the
+environment, where `ps` and Ansible's -vvv output would show it.
+Usage: webui_ready.py INSTANCE HOST PORT TIMEOUT WARMUP(0|1) CKPT_DIR ENV_FILE
 """
 
 import base64
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -34,10 +37,30 @@ def journal(unit, invocation=None, lines=None):
     return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
 
 
-def request(url, body=None):
+def api_auth(env_file):
+    """The first user:password of --api-auth in the file's COMMANDLINE_ARGS, or None."""
+    try:
+        with open(env_file, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        name, sep, value = line.partition("=")
+        if name.strip() != "COMMANDLINE_ARGS" or not sep:
+            continue
+        # systemd strips the quotes around the value; A1111 then splits what is left.
+        args = shlex.split(" ".join(shlex.split(value)))
+        for index, arg in enumerate(args):
+            if arg == "--api-auth" and index + 1 < len(args):
+                return args[index + 1].split(",")[0]
+            if arg.startswith("--api-auth="):
+                return arg.partition("=")[2].split(",")[0]
+    return None
+
+
+def request(url, auth, body=None):
     req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
                                  headers={"content-type": "application/json"})
-    auth = os.environ.get("SDAPI_READY_AUTH")
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     with urllib.request.urlopen(req, timeout=600) as resp:
@@ -49,7 +72,8 @@ def fail(unit, why):
     sys.exit(1)
 
 
-def main(instance, host, port, timeout, warmup, ckpt_dir):
+def main(instance, host, port, timeout, warmup, ckpt_dir, env_file):
+    auth = api_auth(env_file)
     unit = f"sdapi-webui@{instance}.service"
     deadline = time.monotonic() + float(timeout)
     first = unit_state(unit)
@@ -60,7 +84,7 @@ def main(instance, host, port, timeout, warmup, ckpt_dir):
             fail(unit, f"{unit} crashed while starting (state {state.get('ActiveState')}, "
                        f"restarts {state.get('NRestarts')})")
         try:
-            request(f"{base}/progress")
+            request(f"{base}/progress", auth)
             break
         except urllib.error.HTTPError as err:
             if err.code == 401:
@@ -75,7 +99,7 @@ def main(instance, host, port, timeout, warmup, ckpt_dir):
         print(json.dumps({"ready": True, "model": False, "load_seconds": None}))
         return
     if warmup == "1":
-        request(f"{base}/txt2img", {"prompt": "warm-up", "steps": 1, "width": 64, "height": 64})
+        request(f"{base}/txt2img", auth, {"prompt": "warm-up", "steps": 1, "width": 64, "height": 64})
     invocation = unit_state(unit).get("InvocationID")
     while True:
         found = LOADED.search(journal(unit, invocation))
@@ -92,4 +116,4 @@ def main(instance, host, port, timeout, warmup, ckpt_dir):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:7])
+    main(*sys.argv[1:8])
