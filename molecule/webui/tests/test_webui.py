@@ -145,6 +145,35 @@ def _data_snapshot(host):
     return host.check_output("cd /var/lib/sdapi && find models outputs -type f -exec sha256sum {} + | sort")
 
 
+def _invocations(host):
+    return {i: host.check_output(f"systemctl show -p InvocationID --value sdapi-webui@{i}") for i in PORTS}
+
+
+def _listed(host, port):
+    status, payload = _api(host, port, "sd-models")
+    assert status == 200, payload
+    return sorted(m["model_name"] for m in json.loads(payload))
+
+
+def test_model_added_to_the_inventory_is_usable_without_a_restart(host):
+    before = _invocations(host)
+    # The scenario's two models, as its inventory lists them, plus a third.
+    models = [{"name": name, "url": f"file:///srv/models/{name}",
+               "sha256": host.file(f"/srv/models/{name}").sha256sum} for name in ("tiny.safetensors", "legacy.ckpt")]
+    models.append(dict(models[0], name="added.safetensors"))
+    try:
+        rc, output, _recap = _converge(webui_models=models)
+        assert rc == 0, output[-3000:]
+        assert _invocations(host) == before, "adding a model must not restart the instances"
+        for port in PORTS.values():
+            assert "added" in _listed(host, port)
+    finally:
+        host.check_output(f"rm -f {MODELS}/added.safetensors")
+        for port in PORTS.values():
+            host.check_output(f"curl -sf -u {AUTH} -X POST -H 'content-type: application/json' -d '{{}}' "
+                              f"http://127.0.0.1:{port}/sdapi/v1/refresh-checkpoints")
+
+
 def test_altered_converted_checkpoint_is_converted_again(host):
     record = host.file("/etc/sdapi/converted-models.json")
     assert (record.user, record.group, record.mode) == ("root", "root", 0o644)

@@ -6,7 +6,10 @@ wait is reported at once with its journal tail instead of waiting out the timeou
 Prints one JSON line. The credential for the warm-up request is read from the instances'
 environment file (COMMANDLINE_ARGS), never passed on the command line or in the
 environment, where `ps` and Ansible's -vvv output would show it.
-Usage: webui_ready.py INSTANCE HOST PORT TIMEOUT WARMUP(0|1) CKPT_DIR ENV_FILE
+Once ready, it asks the instance to re-read the model directories named in REFRESH (A1111
+routes such as refresh-checkpoints, comma-separated, "-" for none): models added by this
+run are then usable without a restart. A route the instance does not have (404) is skipped.
+Usage: webui_ready.py INSTANCE HOST PORT TIMEOUT WARMUP(0|1) CKPT_DIR ENV_FILE REFRESH
 """
 
 import base64
@@ -72,7 +75,22 @@ def fail(unit, why):
     sys.exit(1)
 
 
-def main(instance, host, port, timeout, warmup, ckpt_dir, env_file):
+def refresh(base, auth, routes):
+    """POST each refresh route; returns the ones the instance has."""
+    done = []
+    for route in filter(None, routes.split(",")):
+        if route == "-":
+            continue
+        try:
+            request(f"{base}/{route}", auth, {})
+            done.append(route)
+        except urllib.error.HTTPError as err:
+            if err.code != 404:
+                raise
+    return done
+
+
+def main(instance, host, port, timeout, warmup, ckpt_dir, env_file, routes):
     auth = api_auth(env_file)
     unit = f"sdapi-webui@{instance}.service"
     deadline = time.monotonic() + float(timeout)
@@ -96,7 +114,8 @@ def main(instance, host, port, timeout, warmup, ckpt_dir, env_file):
         time.sleep(1)
     has_model = os.path.isdir(ckpt_dir) and any(n.endswith(".safetensors") for n in os.listdir(ckpt_dir))
     if not has_model:
-        print(json.dumps({"ready": True, "model": False, "load_seconds": None}))
+        print(json.dumps({"ready": True, "model": False, "load_seconds": None,
+                          "refreshed": refresh(base, auth, routes)}))
         return
     if warmup == "1":
         request(f"{base}/txt2img", auth, {"prompt": "warm-up", "steps": 1, "width": 64, "height": 64})
@@ -104,7 +123,8 @@ def main(instance, host, port, timeout, warmup, ckpt_dir, env_file):
     while True:
         found = LOADED.search(journal(unit, invocation))
         if found:
-            print(json.dumps({"ready": True, "model": True, "load_seconds": float(found.group(1))}))
+            print(json.dumps({"ready": True, "model": True, "load_seconds": float(found.group(1)),
+                              "refreshed": refresh(base, auth, routes)}))
             return
         state = unit_state(unit)
         if state.get("ActiveState") != "active":
@@ -116,4 +136,4 @@ def main(instance, host, port, timeout, warmup, ckpt_dir, env_file):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:8])
+    main(*sys.argv[1:9])
