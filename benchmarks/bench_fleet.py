@@ -58,7 +58,9 @@ def _converge(containers: lib.Containers, assets: lib.Assets, names: list[str], 
     group = lib.node_vars(assets)
     group["torch_env_wheelhouse_dir"] = str(wheelhouse)
     inventory = lib.write_inventory(lib.WORK / f"inventory-{label}.yml", hosts, group)
+    cpu_before = lib.node_cpu_seconds(names)
     run = lib.playbook(label, SITE, inventory)
+    run.timing["node_cpu"] = lib.node_cpu_seconds(names) - cpu_before
     key = lib.wheel_key(names[0])
     run.timing["apt_bytes"] = sum(lib.apt_bytes(name) for name in names)
     for name in names:
@@ -118,6 +120,23 @@ def fleet(report: Report, containers: lib.Containers, assets: lib.Assets,
     report.add("3", "  .debs each node fetched itself from the Debian mirror (apt archive cache)",
                f"{n} nodes: {many.timing.get('apt_bytes', 0) / 1e6:.0f} MB", f"1 node: {single_apt / 1e6:.0f} MB",
                ratio(many.timing.get("apt_bytes", 0), single_apt))
+    # The nodes here are containers on the controller's own cores: the CPU the whole run
+    # needs, spread over every core, is a floor no schedule can beat.
+    cores = os.cpu_count() or 1
+    cpu = {label: (run.timing.get("controller_cpu", 0.0), run.timing.get("node_cpu", 0.0))
+           for label, run in (("1", single), ("n", many))}
+    floor = sum(cpu["n"]) / cores
+    report.add("3", f"  CPU used, controller + nodes: {n} nodes / 1 node",
+               f"{sum(cpu['n']):.0f} s ({cpu['n'][0]:.0f} + {cpu['n'][1]:.0f})",
+               f"1 node: {sum(cpu['1']):.0f} s ({cpu['1'][0]:.0f} + {cpu['1'][1]:.0f})",
+               ratio(sum(cpu["n"]), sum(cpu["1"])))
+    report.add("3", f"  floor for {n} nodes on this machine's {cores} cores (CPU used / cores), against 1 node's converge",
+               secs(floor), f"1 node {secs(single.wall)}", f"{floor / single.wall:.2f}x")
+    report.note("3", f"Every node of this fleet is a container on the controller's {cores} cores, so the fleet's "
+                     f"CPU time, not its download, bounds it: {sum(cpu['n']):.0f} CPU-s over {cores} cores cannot "
+                     f"take less than {floor:.1f} s ({floor / single.wall:.2f}x the 1-node converge). On real "
+                     f"hosts each node brings its own cores and only the controller's share "
+                     f"({cpu['n'][0]:.0f} CPU-s for {n} nodes against {cpu['1'][0]:.0f} for 1) is shared.")
     report.note("3", f"Slowest tasks with {n} nodes: " + "; ".join(
         f"{name} {sec:.1f} s" for sec, name in many.slowest(6)))
     if fresh:

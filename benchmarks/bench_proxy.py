@@ -10,15 +10,14 @@ other in this run:
 The bench client has its own status budget (nginx_proxy_clients[].status_rate/burst, see
 lib.node_vars), so no request is refused with 429; any non-2xx answer fails the benchmark.
 
-Twice: with the double as the site deployed it, and with TCP_NODELAY patched into the
-deployed release (restored afterwards), because the stock double stalls 40 ms on every
-kept-alive response (NAGLE_NOTE below), which buries nginx's share of the latency.
+The double sets TCP_NODELAY as uvicorn (the real A1111's server) does. Before it did, every
+kept-alive answer waited ~40 ms for the client's delayed ACK (Nagle), which buried nginx's
+share of the latency.
 """
 
 from __future__ import annotations
 
 import re
-import time
 
 import lib
 from lib import Report, ms
@@ -51,26 +50,6 @@ def _wrk(name: str, url: str, conns: int, seconds: int, headers: list[str]) -> d
         args += ["-H", h]
     out = lib.pexec(name, *args, url, timeout=seconds + 60).stdout
     return _parse(out)
-
-
-NAGLE_NOTE = ("The stock double answers every kept-alive request about 40 ms late: http.server sends the "
-              "headers and the body in two writes without TCP_NODELAY, so Nagle holds the body until the "
-              "client's delayed ACK of the headers (40 ms on Linux). The first request of a connection is "
-              "not delayed (0.4 ms), the next ones are (~40 ms). uvicorn, which the real A1111 runs, sets "
-              "TCP_NODELAY. In tests/webui_double/modules/api.py, `disable_nagle_algorithm = True` on the "
-              "handler class would fix it; the rows marked TCP_NODELAY patch exactly that into the deployed "
-              "release inside the benchmark container only (then restore it), so nginx's own cost is visible.")
-API_PY = "/opt/sdapi/webui/current/modules/api.py"
-
-
-def _restart_backend(name: str) -> None:
-    lib.pexec(name, "systemctl", "restart", "sdapi-webui@0.service")
-    deadline = time.monotonic() + 120
-    while lib.pexec(name, "python3", "-c", "import urllib.request; urllib.request.urlopen("
-                    f"'http://127.0.0.1:7861{ROUTE}', timeout=2)", check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the webui double did not answer after its restart")
-        time.sleep(0.5)
 
 
 def _measure(report: Report, name: str, assets: lib.Assets, variant: str, conn_counts: tuple[int, ...],
@@ -116,20 +95,6 @@ def proxy(report: Report, name: str, assets: lib.Assets) -> None:
     install = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null"
     if lib.pexec(name, "sh", "-c", install, check=False).returncode != 0:
         lib.pexec(name, "sh", "-c", f"apt-get update -q >/dev/null && {install}")
-    # The stock double's figures are its 40 ms stall (below); one connection shows it.
-    _measure(report, name, assets, "stock double", (1,), seconds, rounds)
-    report.note("4", NAGLE_NOTE)
-    # Same measurement with the backend's Nagle stall removed, then the release restored.
-    lib.pexec(name, "cp", "-p", API_PY, "/root/api.py.orig")
-    try:
-        lib.pexec(name, "sed", "-i", 's/^\\( *\\)protocol_version = "HTTP\\/1.1"$/&\\n\\1disable_nagle_algorithm = True/',
-                  API_PY)
-        if "disable_nagle_algorithm = True" not in lib.pexec(name, "cat", API_PY).stdout:
-            raise RuntimeError(f"could not patch TCP_NODELAY into {API_PY}")
-        _restart_backend(name)
-        # One connection: the latency a lone client sees. Four: a few clients at once (the
-        # backend is one Python process, like A1111's uvicorn), under the client's limit.
-        _measure(report, name, assets, "double with TCP_NODELAY", (1, 4), seconds, rounds)
-    finally:
-        lib.pexec(name, "cp", "-p", "/root/api.py.orig", API_PY, check=False)
-        _restart_backend(name)
+    # One connection: the latency a lone client sees. Four: a few clients at once (the
+    # backend is one Python process, like A1111's uvicorn), under the client's limit.
+    _measure(report, name, assets, "double", (1, 4), seconds, rounds)

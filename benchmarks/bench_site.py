@@ -53,9 +53,11 @@ def converge(report: Report, containers: lib.Containers, assets: lib.Assets, reu
     containers.start(NAME, SSH_PORT)
     lib.prepare_node(NAME, assets, SSH_PORT)
     prep = time.monotonic() - started
+    cpu_before = lib.node_cpu_seconds([NAME])
     run = lib.playbook("site-converge", SITE, inventory)
     if run.rc != 0:
         raise RuntimeError(f"the fresh site converge failed (rc={run.rc}); see {run.log}")
+    run.timing["node_cpu"] = lib.node_cpu_seconds([NAME]) - cpu_before
     # For the fleet comparison, before later measurements install anything more.
     run.timing["apt_bytes"] = lib.apt_bytes(NAME)
     run.timing["wheel_key"] = lib.wheel_key(NAME)

@@ -11,17 +11,16 @@ anything by a pattern, only by the exact names this run created.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,8 @@ PREFIX = "sdapi-bench-"
 MITOGEN_STRATEGIES = (ROOT / ".venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
                       / "site-packages" / "ansible_mitogen" / "plugins" / "strategy")
 CONTAINERS_CONF = ROOT / "tests" / "podman" / "containers.conf"
+sys.path.insert(0, str(ROOT / "tests" / "lib"))
+from sdapi_testlib import double  # noqa: E402  pylint: disable=wrong-import-position
 # The wheelhouse scripts/setup-host.sh's users already have: the CPU torch 2.13.0 set.
 WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 
@@ -144,8 +145,8 @@ class Assets:
 
 def make_assets() -> Assets:
     """A key pair made for this run (never reused across runs), the webui TEST DOUBLE as a
-    bare git repository with tag v1, and a small random .safetensors checkpoint, the way
-    molecule/shared/publish-double.yml and scripts/demo.py publish them."""
+    bare git repository with tag v1, and a small random .safetensors checkpoint, made by the
+    recipe molecule/shared/publish-double.yml and scripts/demo.py use (sdapi_testlib.double)."""
     WORK.mkdir(parents=True, exist_ok=True)
     key = WORK / "ssh_key"
     for old in (key, key.with_suffix(".pub")):
@@ -155,24 +156,9 @@ def make_assets() -> Assets:
     repo = WORK / "webui-double.git"
     if repo.exists():
         shutil.rmtree(repo)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "src"
-        shutil.copytree(ROOT / "tests" / "webui_double", src, ignore=shutil.ignore_patterns("__pycache__"))
-        git = ["git", "-C", str(src), "-c", "user.name=sdapi-bench", "-c", "user.email=bench@localhost"]
-        run(git + ["init", "-q", "-b", "main"])
-        run(git + ["add", "-A"])
-        run(git + ["commit", "-qm", "webui test double"])
-        run(git + ["tag", "v1"])
-        run(["git", "clone", "-q", "--bare", str(src), str(repo)])
-
+    double.publish_repo(repo, [])
     model = WORK / "double.safetensors"
-    if not model.exists():
-        run([str(ROOT / ".cache" / "double-venv" / "bin" / "python"), "-c",
-             "import sys, torch; from safetensors.torch import save_file; "
-             "g = torch.Generator().manual_seed(7); "
-             "save_file({'w': torch.randn(128, 128, generator=g), 'b': torch.rand(128, generator=g)}, sys.argv[1])",
-             str(model)])
-    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    sha = double.make_checkpoint(model, seed=7)
     return Assets(key, repo, model, sha, secrets.token_urlsafe(32))
 
 
@@ -214,6 +200,16 @@ def wheel_key(name: str) -> str:
     Python version and the platform); the controller's <key>.tar is what was pushed."""
     out = pexec(name, "ls", "/var/cache/sdapi-wheelhouse", check=False).stdout.split()
     return out[0] if out else ""
+
+
+def node_cpu_seconds(names: list[str]) -> float:
+    """CPU time the containers' processes have used since they started (their cgroups'
+    accounting, as podman stats reads it on cgroup v1 and v2)."""
+    total = 0
+    for name in names:
+        out = podman("stats", "--no-stream", "--format", "{{.CPUNano}}", name, check=False)
+        total += int(out.stdout.strip() or 0)
+    return total / 1e9
 
 
 def apt_bytes(name: str) -> int:
@@ -408,11 +404,15 @@ def playbook(label: str, book: Path, inventory: Path, strategy: str = "linear",
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), str(book), *(extra or [])]
     say(f"{label}: ansible-playbook {book.name} ({strategy})  log: {log.relative_to(ROOT)}")
     started = time.monotonic()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("w") as out:
         rc = subprocess.run(cmd, cwd=ROOT, env=ansible_env(strategy, timing_file),
                             stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    # ansible-playbook, its forks and their ssh processes: all reaped by the time it returns.
+    timing["controller_cpu"] = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     pb = PlaybookRun(label, rc, wall, log, timing)
     recap = ", ".join(f"{h}: ok={s.get('ok')} changed={s.get('changed')} failed={s.get('failures')}"
                       for h, s in pb.stats().items())

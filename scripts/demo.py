@@ -14,18 +14,17 @@ Usage: demo.py up | down
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "lib"))
+from sdapi_testlib import double  # noqa: E402  pylint: disable=wrong-import-position
 NAME = "sdapi-demo"
 NETWORK = "sdapi-demo"
 IMAGE = "localhost/sdapi-test:bookworm"
@@ -80,28 +79,12 @@ def demo_key() -> str:
 def publish_double() -> str:
     """The test double as a bare git repository in the container; returns the model's sha256."""
     DEMO.mkdir(parents=True, exist_ok=True)
-    if not DOUBLE_REPO.exists():
-        with tempfile.TemporaryDirectory() as work:
-            src = Path(work) / "src"
-            shutil.copytree(ROOT / "tests" / "webui_double", src,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-            git = ["git", "-C", str(src), "-c", "user.name=sdapi-demo", "-c", "user.email=demo@localhost"]
-            subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
-            subprocess.run(git + ["add", "-A"], check=True)
-            subprocess.run(git + ["commit", "-qm", "webui test double"], check=True)
-            subprocess.run(git + ["tag", "v1"], check=True)
-            subprocess.run(["git", "clone", "-q", "--bare", str(src), str(DOUBLE_REPO)], check=True)
-    if not MODEL.exists():
-        python = ROOT / ".cache" / "double-venv" / "bin" / "python"
-        subprocess.run([str(python), "-c",
-                        "import sys, torch; from safetensors.torch import save_file; "
-                        "g = torch.Generator().manual_seed(42); "
-                        "save_file({'w': torch.randn(256, 256, generator=g), 'b': torch.rand(256, generator=g)}, "
-                        "sys.argv[1])", str(MODEL)], check=True, capture_output=True)
+    double.publish_repo(DOUBLE_REPO, [])
+    sha256 = double.make_checkpoint(MODEL, seed=42, size=256)
     podman("exec", NAME, "mkdir", "-p", "/srv/models")
     podman("cp", str(DOUBLE_REPO), f"{NAME}:/srv/")
     podman("cp", str(MODEL), f"{NAME}:/srv/models/")
-    return hashlib.sha256(MODEL.read_bytes()).hexdigest()
+    return sha256
 
 
 def write_inventory(model_sha256: str) -> None:

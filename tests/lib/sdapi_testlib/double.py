@@ -1,0 +1,136 @@
+"""Publishes the webui TEST DOUBLE (tests/webui_double) the way a node sees A1111.
+
+One recipe for every place that needs it (molecule/shared/publish-double.yml, scripts/demo.py,
+benchmarks/lib.py):
+- a bare git repository whose tags are releases: v1 is the double as it is; every other
+  release is a child commit of v1 on a branch of its own, so v1 never moves;
+- small random checkpoints with fixed seeds, as .safetensors or as a pickled .ckpt.
+
+Command line (the checkpoint verb needs torch and safetensors: run it with the double's
+virtualenv, .cache/double-venv):
+    double.py repo DEST [RELEASE ...]          prints "added: <tags>" or "present"
+    double.py checkpoint PATH --seed N [--size N]   writes PATH (.safetensors or .ckpt), prints its sha256
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if __name__ == "__main__":
+    # Run as a script, this file's folder would come first on the import path, and its
+    # http.py would shadow the standard library's (which torch imports).
+    del sys.path[0]
+
+SOURCE = Path(__file__).resolve().parents[2] / "webui_double"
+# torch and safetensors for the checkpoints: the double's own virtualenv (scripts/setup-host.sh).
+DOUBLE_PYTHON = Path(__file__).resolve().parents[3] / ".cache" / "double-venv" / "bin" / "python"
+
+BROKEN_LINE = '\nraise SystemExit("this release is broken on purpose")\n'
+# Each release's commit message; what it changes on top of v1 is in _change().
+RELEASES = {
+    "v1": "the webui test double",
+    "v2": "double v2: reports version v2-double",
+    "broken": "double broken: launch exits at start",
+}
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), "-c", "user.name=sdapi-tests", "-c",
+                           "user.email=sdapi-tests@localhost", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def _change(work: Path, release: str) -> None:
+    if release == "v2":
+        launch = work / "launch.py"
+        lines = launch.read_text().splitlines(keepends=True)
+        launch.write_text("".join('VERSION = "v2-double"\n' if line.startswith("VERSION = ") else line
+                                  for line in lines))
+    elif release == "broken":
+        with open(work / "modules" / "cmd_args.py", "a", encoding="utf-8") as fh:
+            fh.write(BROKEN_LINE)
+    else:
+        raise ValueError(f"unknown release {release!r}; known: {sorted(RELEASES)}")
+
+
+def publish_repo(dest: Path, releases: list[str]) -> list[str]:
+    """Makes dest (a bare repository) hold v1 and the given releases; returns the tags added.
+    An existing repository only gets the tags it lacks."""
+    added = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "src"
+        if not dest.exists():
+            shutil.copytree(SOURCE, work, ignore=shutil.ignore_patterns("__pycache__"))
+            _git(work, "init", "-q", "-b", "main")
+            _git(work, "add", "-A")
+            _git(work, "commit", "-qm", RELEASES["v1"])
+            _git(work, "tag", "v1")
+            subprocess.run(["git", "clone", "-q", "--bare", str(work), str(dest)], check=True)
+            shutil.rmtree(work)
+            added.append("v1")
+        have = set(_git(dest, "tag", "--list").split())
+        missing = [r for r in releases if r not in have]
+        if missing:
+            subprocess.run(["git", "clone", "-q", str(dest), str(work)], check=True)
+        for release in missing:
+            _git(work, "checkout", "-q", "-b", release, "v1")
+            _change(work, release)
+            _git(work, "commit", "-qam", RELEASES[release])
+            _git(work, "tag", release)
+            _git(work, "push", "-q", "origin", f"refs/tags/{release}")
+            added.append(release)
+    return added
+
+
+def write_checkpoint(path: Path, seed: int, size: int = 128) -> str:
+    """Random weights {w: size x size, b: size} from seed; a .ckpt is pickled the way old
+    checkpoints are ({"state_dict": ...}). Returns the file's sha256."""
+    import torch  # pylint: disable=import-outside-toplevel,import-error
+
+    generator = torch.Generator().manual_seed(seed)
+    weights = {"w": torch.randn(size, size, generator=generator), "b": torch.rand(size, generator=generator)}
+    if path.suffix == ".ckpt":
+        torch.save({"state_dict": weights}, path)
+    else:
+        from safetensors.torch import save_file  # pylint: disable=import-outside-toplevel,import-error
+
+        save_file(weights, str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_checkpoint(path: Path, seed: int, size: int = 128) -> str:
+    """write_checkpoint() run by the double's virtualenv, for callers without torch. Keeps an
+    existing file. Returns the file's sha256."""
+    if not path.exists():
+        subprocess.run([str(DOUBLE_PYTHON), __file__, "checkpoint", str(path), "--seed", str(seed),
+                        "--size", str(size)], check=True, capture_output=True)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="double.py")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    repo = verbs.add_parser("repo")
+    repo.add_argument("dest", type=Path)
+    repo.add_argument("releases", nargs="*", choices=sorted(RELEASES))
+    checkpoint = verbs.add_parser("checkpoint")
+    checkpoint.add_argument("path", type=Path)
+    checkpoint.add_argument("--seed", type=int, required=True)
+    checkpoint.add_argument("--size", type=int, default=128)
+    args = parser.parse_args(argv)
+    if args.verb == "repo":
+        added = publish_repo(args.dest, args.releases)
+        print(f"added: {' '.join(added)}" if added else "present")
+    else:
+        print(write_checkpoint(args.path, args.seed, args.size))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
