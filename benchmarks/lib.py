@@ -157,6 +157,7 @@ def make_assets() -> Assets:
     if repo.exists():
         shutil.rmtree(repo)
     double.publish_repo(repo, [])
+    double.publish_hub(WORK / "hf-mirror")
     model = WORK / "double.safetensors"
     sha = double.make_checkpoint(model, seed=7)
     return Assets(key, repo, model, sha, secrets.token_urlsafe(32))
@@ -166,12 +167,13 @@ def prepare_node(name: str, assets: Assets, ssh_port: int | None) -> None:
     """What Molecule's prepare does for the site scenarios, done with podman exec and cp
     (seconds, not the minute a playbook over the podman connection costs): the controller's
     CA bundle trusted (pip inside the node goes through the inspecting HTTPS proxy), the
-    double's release and model in /srv, and for SSH nodes this run's key and a running sshd."""
+    double's release, hub mirror and model in /srv, and for SSH nodes this run's key and a running sshd."""
     podman("cp", "/etc/ssl/certs/ca-certificates.crt",
            f"{name}:/usr/local/share/ca-certificates/bench-controller-bundle.crt")
     pexec(name, "update-ca-certificates")
     pexec(name, "mkdir", "-p", "/srv/models")
     podman("cp", str(assets.double_repo), f"{name}:/srv/")
+    podman("cp", str(WORK / "hf-mirror"), f"{name}:/srv/")
     podman("cp", str(assets.model), f"{name}:/srv/models/double.safetensors")
     if ssh_port is None:
         return
@@ -260,6 +262,7 @@ def node_vars(assets: Assets) -> dict:
         "webui_version": "v1",
         "webui_repositories": [],
         "webui_prepare_packages": [],
+        "webui_hf_endpoint": "file:///srv/hf-mirror",
         "webui_cpu_mode": True,
         "webui_models": [{"name": "double.safetensors", "url": "file:///srv/models/double.safetensors",
                           "sha256": assets.model_sha256}],

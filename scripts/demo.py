@@ -80,9 +80,11 @@ def publish_double() -> str:
     """The test double as a bare git repository in the container; returns the model's sha256."""
     DEMO.mkdir(parents=True, exist_ok=True)
     double.publish_repo(DOUBLE_REPO, [])
+    double.publish_hub(DEMO / "hf-mirror")
     sha256 = double.make_checkpoint(MODEL, seed=42, size=256)
     podman("exec", NAME, "mkdir", "-p", "/srv/models")
     podman("cp", str(DOUBLE_REPO), f"{NAME}:/srv/")
+    podman("cp", str(DEMO / "hf-mirror"), f"{NAME}:/srv/")
     podman("cp", str(MODEL), f"{NAME}:/srv/models/")
     return sha256
 
@@ -121,6 +123,7 @@ sdapi_nodes:
     webui_version: v1
     webui_repositories: []
     webui_prepare_packages: []
+    webui_hf_endpoint: file:///srv/hf-mirror
     webui_cpu_mode: true
     webui_models:
       - name: demo.safetensors

@@ -121,6 +121,11 @@ def main() -> int:
                   junit=junit, env=env)
     if args.only in (None, "molecule"):
         for name in args.scenario or scenarios():
+            if name == "real_webui":
+                # Its container bind-mounts what this lays out (fixtures, checkpoints), so it
+                # runs before Molecule creates the container; made once, then a check.
+                suite.run("real-webui fixtures",
+                          [sys.executable, "tests/lib/sdapi_testlib/real_webui.py"], env=env)
             junit = LOGS / f"molecule-{name}.xml"
             # -rP: what passing tests print (timings, counts) lands in the log as figures.
             scenario_env = dict(env, PYTEST_ADDOPTS=f"--junitxml={junit} -rP")

@@ -55,16 +55,21 @@ echo "sdapi.node -> $root"
 
 step "webui test double's virtualenv (.cache/double-venv)"
 # The double loads checkpoints with torch like the real webui; its unit tests run it with
-# the 190 MB CPU build of torch, not the multi-GB CUDA one.
+# the 190 MB CPU build of torch, not the multi-GB CUDA one. The same virtualenv makes the
+# random-weight SD1.5 checkpoint for the real webui (sdapi_testlib/sd15_checkpoint.py), whose
+# ldm modules need a little more: tests/lib/checkpoint-requirements.txt. The stamp covers both
+# files, so a change to either rebuilds the virtualenv.
 stamp=".cache/double-venv/.requirements.sha256"
-want="$(sha256sum < tests/webui_double/requirements_versions.txt | cut -d' ' -f1)"
+want="$(cat tests/webui_double/requirements_versions.txt tests/lib/checkpoint-requirements.txt \
+  | sha256sum | cut -d' ' -f1)"
 if [ -x .cache/double-venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   echo "up to date"
 else
   rm -rf .cache/double-venv
   "$python" -m venv .cache/double-venv
   .cache/double-venv/bin/python -m pip install --quiet torch==2.13.0 \
-    -r tests/webui_double/requirements_versions.txt 2> >(grep -v "^WARNING: Location" >&2)
+    -r tests/webui_double/requirements_versions.txt -r tests/lib/checkpoint-requirements.txt \
+    2> >(grep -v "^WARNING: Location" >&2)
   echo "$want" > "$stamp"
   echo "installed: $(.cache/double-venv/bin/pip list 2>/dev/null | grep -E '^(torch|safetensors) ' | tr -s ' ' | paste -sd, -)"
 fi

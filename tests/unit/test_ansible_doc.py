@@ -1,7 +1,7 @@
 """`ansible-doc` documents the collection the way Galaxy and an operator read it.
 
 Role pages come from each role's meta/argument_specs.yml and filter pages from the YAML
-files beside plugins/filter/network.py; both go stale silently, since nothing else reads
+files beside each plugins/filter module; both go stale silently, since nothing else reads
 them. The expected names are read from those sources here, so a renamed option or a new
 filter without a page fails this test instead of shipping an empty or wrong page.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.sdapi.node.plugins.filter import network
+from ansible_collections.sdapi.node.plugins.filter import network, requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DOC = ROOT / ".venv" / "bin" / "ansible-doc"
@@ -26,7 +26,7 @@ ANSIBLE_DOC = ROOT / ".venv" / "bin" / "ansible-doc"
 ENV = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
            ANSIBLE_NOCOLOR="1", NO_COLOR="1")
 ROLES = ["base", "kernel_tuning", "torch_env", "webui", "nginx_proxy"]
-FILTERS = sorted(network.FilterModule().filters())
+FILTERS = sorted([*network.FilterModule().filters(), *requirements.FilterModule().filters()])
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

@@ -16,7 +16,9 @@ VERSION = "v1.10.1-double"
 
 
 def log(message):
-    print(message, flush=True)
+    # A1111 prints with print(): on a pipe (systemd's journal) stdout is block-buffered, so
+    # lines arrive late unless Python runs unbuffered (PYTHONUNBUFFERED=1 or -u).
+    print(message)
 
 
 def commit_hash():
@@ -91,6 +93,13 @@ def main():
         return 1
     log(f"Launching Web UI with arguments: {' '.join(argv)}")
     started = time.perf_counter()
+    # A1111's config_states.list_config_states() at start, --nowebui too: the directory is
+    # made inside the checkout, so a read-only checkout dies here with OSError [Errno 30]
+    # unless config_states is (a symlink to) a directory that exists; then it lists the
+    # directory, so one the service user cannot read dies here with [Errno 13].
+    config_states = os.path.join(cmd_args.SCRIPT_PATH, "config_states")
+    os.makedirs(config_states, exist_ok=True)
+    os.listdir(config_states)
     check_device(args)
     from modules import api  # imports torch: only after prepare_environment vouched for it
 

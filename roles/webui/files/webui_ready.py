@@ -23,7 +23,16 @@ import time
 import urllib.error
 import urllib.request
 
-LOADED = re.compile(r"Model loaded in (\d+(?:\.\d+)?)s")
+LOADED = re.compile(r"Model loaded in (\d+(?:\.\d+)?)s(?: \((.*)\))?")
+PART = re.compile(r"\s*(.+?): (\d+(?:\.\d+)?)s\s*$")
+
+
+def load_parts(detail):
+    """A1111's breakdown of a load ("load weights from disk: 0.6s, apply float(): 9.4s"),
+    slowest first, so a slow load can be blamed on what took the time."""
+    parts = [PART.match(p) for p in (detail or "").split(",")]
+    found = [(m.group(1), float(m.group(2))) for m in parts if m]
+    return [{"part": name, "seconds": sec} for name, sec in sorted(found, key=lambda p: -p[1])]
 
 
 def unit_state(unit):
@@ -124,6 +133,7 @@ def main(instance, host, port, timeout, warmup, ckpt_dir, env_file, routes):
         found = LOADED.search(journal(unit, invocation))
         if found:
             print(json.dumps({"ready": True, "model": True, "load_seconds": float(found.group(1)),
+                              "load_parts": load_parts(found.group(2)),
                               "refreshed": refresh(base, auth, routes)}))
             return
         state = unit_state(unit)

@@ -4,18 +4,23 @@ One recipe for every place that needs it (molecule/shared/publish-double.yml, sc
 benchmarks/lib.py):
 - a bare git repository whose tags are releases: v1 is the double as it is; every other
   release is a child commit of v1 on a branch of its own, so v1 never moves;
-- small random checkpoints with fixed seeds, as .safetensors or as a pickled .ckpt.
+- small random checkpoints with fixed seeds, as .safetensors or as a pickled .ckpt;
+- a Hugging Face mirror (the hub's URL layout) with STAND-IN files for every file the
+  webui role's default webui_hf_snapshots names: the double reads them at model load the
+  way A1111 reads the CLIP tokenizer, so the role's hub placement is tested with the double.
 
 Command line (the checkpoint verb needs torch and safetensors: run it with the double's
 virtualenv, .cache/double-venv):
     double.py repo DEST [RELEASE ...]          prints "added: <tags>" or "present"
     double.py checkpoint PATH --seed N [--size N]   writes PATH (.safetensors or .ckpt), prints its sha256
+    double.py hub DEST                         writes DEST/<repo>/resolve/<revision>/<file>
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -28,6 +33,7 @@ if __name__ == "__main__":
     del sys.path[0]
 
 SOURCE = Path(__file__).resolve().parents[2] / "webui_double"
+WEBUI_DEFAULTS = Path(__file__).resolve().parents[3] / "roles" / "webui" / "defaults" / "main.yml"
 # torch and safetensors for the checkpoints: the double's own virtualenv (scripts/setup-host.sh).
 DOUBLE_PYTHON = Path(__file__).resolve().parents[3] / ".cache" / "double-venv" / "bin" / "python"
 
@@ -113,6 +119,31 @@ def make_checkpoint(path: Path, seed: int, size: int = 128) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _stand_in(name: str) -> str:
+    """Small files of the right kind: JSON where the hub has JSON, BPE merges otherwise."""
+    if name == "merges.txt":
+        return "#version: 0.2 - TEST DOUBLE stand-in, not CLIP's merges\nt h\nth e</w>\n"
+    if name == "vocab.json":
+        return json.dumps({"t": 0, "h": 1, "th": 2, "the</w>": 3, "<|startoftext|>": 4, "<|endoftext|>": 5})
+    return json.dumps({"_comment": "TEST DOUBLE stand-in for the hub's " + name})
+
+
+def publish_hub(dest: Path) -> list[str]:
+    """Stand-ins for the role's default webui_hf_snapshots, where a mirror serves them;
+    returns the files written (an existing file is kept)."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    written = []
+    for snapshot in yaml.safe_load(WEBUI_DEFAULTS.read_text())["webui_hf_snapshots"]:
+        folder = dest / snapshot["repo"] / "resolve" / snapshot["revision"]
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in snapshot["files"]:
+            if not (folder / name).exists():
+                (folder / name).write_text(_stand_in(name))
+                written.append(f"{snapshot['repo']}/{name}")
+    return written
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="double.py")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -123,10 +154,15 @@ def main(argv: list[str]) -> int:
     checkpoint.add_argument("path", type=Path)
     checkpoint.add_argument("--seed", type=int, required=True)
     checkpoint.add_argument("--size", type=int, default=128)
+    hub = verbs.add_parser("hub")
+    hub.add_argument("dest", type=Path)
     args = parser.parse_args(argv)
     if args.verb == "repo":
         added = publish_repo(args.dest, args.releases)
         print(f"added: {' '.join(added)}" if added else "present")
+    elif args.verb == "hub":
+        written = publish_hub(args.dest)
+        print(f"added: {' '.join(written)}" if written else "present")
     else:
         print(write_checkpoint(args.path, args.seed, args.size))
     return 0

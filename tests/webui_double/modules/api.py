@@ -98,7 +98,8 @@ class Node:
                 raise RuntimeError("No checkpoints found. Put a .safetensors file into "
                                    f"{' or '.join(d for d in self.checkpoint_dirs() if d)}")
             if self.model is None or self.model.checkpoint.filename != ckpt.filename:
-                self.model = checkpoints.load(ckpt, self.log)
+                # Like A1111, only the first load creates the model; a switch swaps weights.
+                self.model = checkpoints.load(ckpt, self.log, create=self.model is None)
                 self.options["sd_model_checkpoint"] = ckpt.title
             return self.model
 
@@ -108,7 +109,8 @@ class Node:
                 self.ensure_model()
             except Exception as exc:  # noqa: BLE001 - reported the way A1111 prints it
                 self.load_error = str(exc)
-                self.log(f"Failed to load checkpoint, restoring previous: {exc}")
+                if not getattr(exc, "already_reported", False):
+                    self.log(f"Failed to load checkpoint, restoring previous: {exc}")
 
         threading.Thread(target=run, name="model-loader", daemon=True).start()
 

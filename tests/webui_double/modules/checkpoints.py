@@ -3,8 +3,12 @@
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
+import traceback
+
+from modules import hf_hub
 
 EXTENSIONS = (".safetensors", ".ckpt")
 
@@ -88,8 +92,30 @@ class LoadedModel:
         self.scale = max(float(torch.cat([t[:4096] for t in floats]).std()), 0.1)
 
 
-def load(checkpoint, log):
-    """Load a .safetensors checkpoint with torch; .ckpt (pickle) is refused."""
+def display(exc, task):
+    """A1111's errors.display: the task, then the traceback, on stderr."""
+    print(f"{task}: {type(exc).__name__}", file=sys.stderr)
+    print(*traceback.format_exception(type(exc), exc, exc.__traceback__), sep="",
+          file=sys.stderr)
+
+
+def create_model():
+    """Read the CLIP tokenizer and text config from the hub cache, as A1111's model creation
+    does: it tries once "quickly", reports the failure and retries once before giving up."""
+    try:
+        return hf_hub.load_clip_text_files()
+    except OSError as exc:
+        display(exc, "creating model quickly")
+    print("Failed to create model quickly; will retry using slow method.", file=sys.stderr)
+    return hf_hub.load_clip_text_files()
+
+
+def load(checkpoint, log, create=True):
+    """Load a .safetensors checkpoint with torch; .ckpt (pickle) is refused.
+
+    create: build the model first (A1111's load_model), which reads the CLIP files from the
+    hub cache; False when weights replace those of a model already created.
+    """
     if not checkpoint.filename.endswith(".safetensors"):
         raise RuntimeError(
             f"refusing to unpickle {checkpoint.filename}: convert it to .safetensors"
@@ -100,6 +126,16 @@ def load(checkpoint, log):
     started = time.perf_counter()
     tensors = load_file(checkpoint.filename, device="cpu")
     read = time.perf_counter() - started
+    if create:
+        try:
+            create_model()
+        except OSError as exc:
+            # A1111's shared.sd_model: the model stays None, the API keeps serving.
+            display(exc, "loading stable diffusion model")
+            print("", file=sys.stderr)
+            print("Stable diffusion model failed to load", file=sys.stderr)
+            exc.already_reported = True
+            raise
     model = LoadedModel(checkpoint, tensors)
     total = time.perf_counter() - started
     log(f"Model loaded in {total:.1f}s (load weights from disk: {read:.1f}s, "
