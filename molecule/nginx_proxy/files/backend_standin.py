@@ -5,11 +5,17 @@ real backend behind it (limit_req and auth are skipped for `return 200` location
 not A1111, generates nothing, and is never the default of any role variable.
 
 It answers the /sdapi/v1 routes the tests use with A1111-shaped JSON and appends one JSON
-line per request to a log file (method, path, whether an Authorization header arrived and
-its scheme), so tests can count what reached the backend.
+line per request to a log file (method, path with its query string, whether an
+Authorization header arrived and its scheme, body size and sha256), so tests can count
+what reached the backend and whether a body arrived whole.
+
+A POST body containing one of the TRIGGERS answers the way A1111 fails: an exception
+(500 with its text and traceback in the body), a validation error of its own (400
+"Sampler not found") or a refused --api-auth credential (401).
 """
 
 import base64
+import hashlib
 import json
 import struct
 import sys
@@ -48,17 +54,29 @@ GET_ROUTES = {
 }
 
 
+TRACEBACK = ("Traceback (most recent call last):\n  File \"/opt/sdapi/webui/modules/api/api.py\", "
+             "line 1, in txt2imgapi\nRuntimeError: STANDIN-TRACEBACK CUDA out of memory")
+TRIGGERS = {
+    b"__standin_raise__": (500, {"error": "RuntimeError", "detail": "", "body": "", "errors": TRACEBACK}),
+    b"__standin_bad_sampler__": (400, {"detail": "Sampler not found"}),
+    b"__standin_refuse__": (401, {"detail": "Incorrect username or password"}),
+}
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "uvicorn"
     sys_version = ""
     log_lock = threading.Lock()
 
+    body = b""
+
     def _record(self, status):
         auth = self.headers.get("Authorization")
         line = {"time": time.time(), "method": self.command, "path": self.path, "status": status,
                 "authorization": auth.split(" ", 1)[0] if auth else None,
-                "authorization_value": auth}
+                "authorization_value": auth, "body_bytes": len(self.body),
+                "body_sha256": hashlib.sha256(self.body).hexdigest()}
         with self.log_lock, open(self.server.log_path, "a", encoding="utf-8") as log:
             log.write(json.dumps(line) + "\n")
 
@@ -66,6 +84,8 @@ class Handler(BaseHTTPRequestHandler):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if status == 401:
+            self.send_header("WWW-Authenticate", "Basic")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
@@ -76,7 +96,7 @@ class Handler(BaseHTTPRequestHandler):
         # Read any body, even on GET: a body left unread would be taken for the next
         # request on the proxy's keep-alive connection.
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        self.body = self.rfile.read(length)
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         self._drain_body()
@@ -91,7 +111,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         self._drain_body()
         path = self.path.split("?", 1)[0]
-        if path in ("/sdapi/v1/txt2img", "/sdapi/v1/img2img"):
+        trigger = next((t for t in TRIGGERS if t in self.body), None)
+        if trigger:
+            self._send(*TRIGGERS[trigger])
+        elif path in ("/sdapi/v1/txt2img", "/sdapi/v1/img2img"):
             self._send(200, {"images": [PNG_1PX], "parameters": {}, "info": "{}"})
         elif path in ("/sdapi/v1/extra-single-image",):
             self._send(200, {"html_info": "", "image": PNG_1PX})
