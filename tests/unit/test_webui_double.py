@@ -458,8 +458,8 @@ def test_the_clip_files_in_the_hub_cache_let_the_model_load(double, tmp_path, cl
     (("vocab.json",), None, {"HF_HUB_OFFLINE": "1"}),
     ((), {"tokenizer_config.json": '{"tokenizer_class": "CLIPTok'}, {}),
 ], ids=["vocab-missing-offline", "tokenizer-config-truncated-online"])
-def test_a_missing_or_broken_clip_file_fails_the_model_like_a1111(double, tmp_path, clip_sources,
-                                                                 skip, replace, env):
+def test_a_missing_or_broken_clip_file_fails_the_model_like_a1111(
+        double, tmp_path, clip_sources, skip, replace, env):
     home = tmp_path / "hf-home"
     _hub_cache(home / "hub", clip_sources, skip=skip, replace=replace)
     d = double(env=env, hf_home=home)

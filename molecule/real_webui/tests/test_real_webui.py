@@ -87,7 +87,7 @@ def test_txt2img_through_https_is_made_from_the_installed_checkpoint(https_url, 
 
 
 def test_no_key_is_refused(https_url, node_ca):
-    answer, _ = txt2img(https_url, node_ca, key=None)
+    answer = txt2img(https_url, node_ca, key=None)[0]
     assert answer.status_code == 401
 
 

@@ -135,7 +135,7 @@ def _module_tensors(module, prefix: str) -> dict:
 
 
 def unet_tensors(sources: Path, device: str = "cpu") -> dict:
-    unet_cls, _, _ = _import_ldm(sources)
+    unet_cls = _import_ldm(sources)[0]
     import torch  # pylint: disable=import-outside-toplevel,import-error
 
     with torch.device(device), contextlib.redirect_stdout(io.StringIO()):
@@ -146,7 +146,7 @@ def unet_tensors(sources: Path, device: str = "cpu") -> dict:
 def vae_tensors(sources: Path, device: str = "cpu") -> dict:
     """AutoencoderKL's weights: its encoder, decoder and the two 1x1 convolutions between
     them and the latent, built as AutoencoderKL.__init__ builds them."""
-    _, encoder_cls, decoder_cls = _import_ldm(sources)
+    encoder_cls, decoder_cls = _import_ldm(sources)[1:]
     import torch  # pylint: disable=import-outside-toplevel,import-error
 
     z_channels = DDCONFIG["z_channels"]
@@ -304,7 +304,7 @@ def _peak_rss_gib() -> float:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sd15_checkpoint.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="sd15_checkpoint.py", description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--fixtures", type=Path, default=FIXTURES,
                         help="the a1111-v1.10.1 fixture (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=OUT, help="default: %(default)s")
