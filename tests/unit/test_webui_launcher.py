@@ -97,3 +97,20 @@ def test_probe_reads_its_credential_from_the_environment_file(tmp_path, line, ex
 
 def test_probe_without_an_environment_file_sends_no_credential(tmp_path):
     assert webui_ready.api_auth(str(tmp_path / "missing.env")) is None
+
+
+def test_the_probe_reads_a1111s_load_breakdown_slowest_first():
+    # A1111 v1.10.1 on a CPU node (fp16 weights made fp32 with --no-half).
+    detail = ("load weights from disk: 1.2s, create model: 0.9s, apply weights to model: 4.2s, "
+              "apply float(): 9.4s, calculate empty prompt: 0.5s")
+    parts = webui_ready.load_parts(detail)
+    assert [p["part"] for p in parts[:2]] == ["apply float()", "apply weights to model"]
+    assert parts[0]["seconds"] == 9.4 and len(parts) == 5
+    assert webui_ready.load_parts(None) == [] and webui_ready.load_parts("no timings") == []
+
+
+def test_the_probe_finds_the_load_line_with_and_without_a_breakdown():
+    line = "Model loaded in 10.0s (load weights from disk: 1.2s, apply float(): 2.9s)."
+    found = webui_ready.LOADED.search(line)
+    assert found.group(1) == "10.0" and "apply float()" in found.group(2)
+    assert webui_ready.LOADED.search("Model loaded in 3.5s").group(2) is None
