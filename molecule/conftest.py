@@ -17,7 +17,7 @@ import pytest
 # so the path is set here rather than relying on which ini file pytest picks.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "lib"))
 
-from sdapi_testlib import molecule_env  # noqa: E402
+from sdapi_testlib import molecule_env, site  # noqa: E402
 
 
 def pytest_configure(config):
@@ -29,6 +29,25 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def scenario():
     return molecule_env
+
+
+# The single node of the whole-site scenarios (default, real_webui): GPU host and proxy at
+# once. A module that needs another host defines its own fixture of the same name.
+@pytest.fixture(scope="module")
+def node():
+    return site.node()
+
+
+@pytest.fixture(scope="module")
+def https_url():
+    """Where the controller reaches the node's HTTPS port (a port published on loopback)."""
+    return site.https_url()
+
+
+@pytest.fixture(scope="module")
+def node_ca(node, tmp_path_factory):  # pylint: disable=redefined-outer-name
+    """The node's self-signed certificate, the one thing a client must trust."""
+    return site.node_certificate(node, tmp_path_factory.mktemp("ca") / "node.crt")
 
 
 def pytest_runtest_makereport(item, call):

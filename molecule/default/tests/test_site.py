@@ -18,22 +18,6 @@ from sdapi_testlib import site
 KEY = site.clients()["site-test"]
 
 
-@pytest.fixture(scope="module")
-def node():
-    return site.node()
-
-
-@pytest.fixture(scope="module")
-def https_url():
-    return site.https_url()
-
-
-@pytest.fixture(scope="module")
-def node_ca(node, tmp_path_factory):
-    """The node's self-signed certificate, the one thing a client must trust."""
-    return site.node_certificate(node, tmp_path_factory.mktemp("ca") / "node.crt")
-
-
 def test_smoke_playbook_saves_a_png_from_the_https_api(https_url, node_ca, tmp_path):
     started = time.monotonic()
     proc = subprocess.run(

@@ -20,11 +20,6 @@ site_timer = site.module_timer()
 WEBUI_EXPOSURE_MAX = 3.0
 
 
-@pytest.fixture(scope="module")
-def node():
-    return site.node()
-
-
 @pytest.mark.parametrize("flag,accepted", [("-tls1", False), ("-tls1_1", False),
                                            ("-tls1_2", True), ("-tls1_3", True)])
 def test_tls_versions_on_the_https_port(node, request, flag, accepted):

@@ -35,11 +35,6 @@ NGINX_WAIT = 10
 
 
 @pytest.fixture(scope="module")
-def node():
-    return site.node()
-
-
-@pytest.fixture(scope="module")
 def key():
     return site.clients()["site-test"]
 

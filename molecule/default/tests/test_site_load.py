@@ -35,11 +35,6 @@ WORKERS_PER_CLIENT = 4
 MAX_SECONDS = 60
 
 
-@pytest.fixture(scope="module")
-def node():
-    return site.node()
-
-
 def _plan(name: str, key: str) -> list:
     requests = []
     for method, route, body, count in MIX:

@@ -25,11 +25,6 @@ SSH_EXEC = "SSH: EXEC "
 
 
 @pytest.fixture(scope="module")
-def node():
-    return site.node()
-
-
-@pytest.fixture(scope="module")
 def secrets():
     found = site.secrets()
     assert any(label.startswith("key of") for label in found)

@@ -15,7 +15,6 @@ import struct
 import time
 from pathlib import Path
 
-import pytest
 import requests
 from sdapi_testlib import molecule_env, site
 
@@ -30,21 +29,6 @@ REQUEST = {"prompt": "a lighthouse at dusk", "steps": 2, "width": 64, "height": 
 LOADED = re.compile(r"Model loaded in ([0-9.]+)s \((.*)\)")
 
 site_timer = site.module_timer()
-
-
-@pytest.fixture(scope="module")
-def node():
-    return site.node()
-
-
-@pytest.fixture(scope="module")
-def https_url():
-    return site.https_url()
-
-
-@pytest.fixture(scope="module")
-def node_ca(node, tmp_path_factory):
-    return site.node_certificate(node, tmp_path_factory.mktemp("ca") / "node.crt")
 
 
 def sha256_of(model: str) -> str:
