@@ -128,13 +128,18 @@ def _stand_in(name: str) -> str:
     return json.dumps({"_comment": "TEST DOUBLE stand-in for the hub's " + name})
 
 
+def hub_snapshots() -> list[dict]:
+    """The webui role's default webui_hf_snapshots: what a test's hub mirror must serve."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    return yaml.safe_load(WEBUI_DEFAULTS.read_text())["webui_hf_snapshots"]
+
+
 def publish_hub(dest: Path) -> list[str]:
     """Stand-ins for the role's default webui_hf_snapshots, where a mirror serves them;
     returns the files written (an existing file is kept)."""
-    import yaml  # pylint: disable=import-outside-toplevel
-
     written = []
-    for snapshot in yaml.safe_load(WEBUI_DEFAULTS.read_text())["webui_hf_snapshots"]:
+    for snapshot in hub_snapshots():
         folder = dest / snapshot["repo"] / "resolve" / snapshot["revision"]
         folder.mkdir(parents=True, exist_ok=True)
         for name in snapshot["files"]:

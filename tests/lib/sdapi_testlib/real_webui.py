@@ -17,7 +17,6 @@ Usage: real_webui.py [--fixtures DIR] [--out DIR]   prints one JSON line of sums
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -30,34 +29,28 @@ from pathlib import Path
 
 if __name__ == "__main__":
     # Run as a script, this file's folder would come first on the import path, and its
-    # http.py would shadow the standard library's.
-    del sys.path[0]
+    # http.py would shadow the standard library's; its package is imported by name instead.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from sdapi_testlib.double import hub_snapshots  # noqa: E402  pylint: disable=wrong-import-position
+from sdapi_testlib.sd15_checkpoint import sha256_of  # noqa: E402  pylint: disable=wrong-import-position
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "a1111-v1.10.1"
 OUT = ROOT / ".cache" / "real-webui"
 DOUBLE_PYTHON = ROOT / ".cache" / "double-venv" / "bin" / "python"
+# The repository whose files the fixture holds. The mirror serves them under the revision
+# the role's defaults pin, so the role's default webui_hf_snapshots is what the test uses.
 HF_REPO = "openai/clip-vit-large-patch14"
-# The revision roles/webui/defaults/main.yml pins for that repository; the mirror serves the
-# fixture's files under it, so the role's default webui_hf_snapshots is what the test uses.
-HF_REVISION = "32bd64288804d66eefd0ccbe215aa642df71cc41"
 CHECKPOINT = "sd15-random.safetensors"
 VARIANT = "sd15-random-b.safetensors"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_fixtures(fixtures: Path) -> None:
     """Stop on a fixture file whose sum is not the one SHA256SUMS records."""
     for line in (fixtures / "SHA256SUMS").read_text().splitlines():
         want, name = line.split(maxsplit=1)
-        if sha256(fixtures / name) != want:
+        if sha256_of(fixtures / name) != want:
             raise SystemExit(f"fixture {name} does not match SHA256SUMS")
 
 
@@ -76,16 +69,19 @@ def unpack_repos(fixtures: Path, out: Path) -> None:
         partial.rmdir()
 
 
-def copy_packages_and_hub(fixtures: Path, out: Path) -> None:
+def copy_packages_and_hub(fixtures: Path, out: Path) -> str:
+    """The zips, and the hub files under the role's pinned revision (returned)."""
     (out / "packages").mkdir(parents=True, exist_ok=True)
     for package in (fixtures / "packages").glob("*.zip"):
         if not (out / "packages" / package.name).exists():
             shutil.copyfile(package, out / "packages" / package.name)
-    hub = out / "hf-mirror" / HF_REPO / "resolve" / HF_REVISION
+    snapshot = next(s for s in hub_snapshots() if s["repo"] == HF_REPO)
+    hub = out / "hf-mirror" / HF_REPO / "resolve" / snapshot["revision"]
     hub.mkdir(parents=True, exist_ok=True)
-    for item in (fixtures / "hf" / HF_REPO.replace("/", "--")).iterdir():
-        if not (hub / item.name).exists():
-            shutil.copyfile(item, hub / item.name)
+    for name in snapshot["files"]:
+        if not (hub / name).exists():
+            shutil.copyfile(fixtures / "hf" / HF_REPO.replace("/", "--") / name, hub / name)
+    return snapshot["revision"]
 
 
 def make_checkpoint(out: Path) -> None:
@@ -110,7 +106,7 @@ def write_variant(source: Path, target: Path, label: str) -> None:
             dst.write(struct.pack("<Q", len(raw)) + raw)
             shutil.copyfileobj(src, dst, 16 << 20)
     partial.rename(target)
-    target.with_name(target.name + ".sha256").write_text(sha256(target) + "\n")
+    target.with_name(target.name + ".sha256").write_text(sha256_of(target) + "\n")
 
 
 def main() -> None:
@@ -122,7 +118,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     check_fixtures(args.fixtures)
     unpack_repos(args.fixtures, args.out)
-    copy_packages_and_hub(args.fixtures, args.out)
+    revision = copy_packages_and_hub(args.fixtures, args.out)
     make_checkpoint(args.out)
     write_variant(args.out / CHECKPOINT, args.out / VARIANT, "b")
     # Readable by the node's root through the bind mount, whatever the controller's umask.
@@ -130,7 +126,7 @@ def main() -> None:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     sums = {name: (args.out / f"{name}.sha256").read_text().split()[0] for name in (CHECKPOINT, VARIANT)}
     print(json.dumps({"seconds": round(time.monotonic() - started, 1), "sha256": sums,
-                      "hf_revision": HF_REVISION}))
+                      "hf_revision": revision}))
 
 
 if __name__ == "__main__":
